@@ -1,0 +1,440 @@
+"""The Client: one aiohttp session for its whole life; a request in, a response or a
+typed error out. Knows nothing of files, queues or the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import json as _json
+import logging
+import ssl as _ssl
+import time
+from collections.abc import AsyncIterable, Iterable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final
+
+import aiohttp
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from . import __version__
+from .errors import (
+    BodyTooLargeError,
+    ClientStateError,
+    FetchError,
+    HTTPStatusError,
+    InternalError,
+    InvalidURLError,
+    classify,
+)
+from .policy import Limits, RetryPolicy, Timeouts
+
+if TYPE_CHECKING:
+    from .engine import RecordStream
+    from .sources import Item
+
+__all__ = ["DEFAULT_USER_AGENT", "Client", "Response", "check_url"]
+
+log = logging.getLogger("surefetch.client")
+
+DEFAULT_USER_AGENT: Final = f"surefetch/{__version__} (+aiohttp)"
+_NO_ENCODING: Final = frozenset({"", "identity"})
+
+
+def _has_control(url: str) -> bool:
+    return any(ch <= " " or ch == "\x7f" for ch in url)
+
+
+def check_url(url: str | URL) -> URL:
+    """Parse ``url`` and check that it can be fetched; raise :class:`InvalidURLError`.
+
+    Accepts absolute http/https URLs with a host and a valid port; rejects whitespace
+    and control characters anywhere in them.
+    """
+    if isinstance(url, URL):
+        parsed = url
+    else:
+        if not url:
+            raise InvalidURLError("empty URL")
+        if _has_control(url):
+            raise InvalidURLError("URL contains whitespace or control characters")
+        try:
+            parsed = URL(url)
+        except (ValueError, TypeError) as exc:
+            raise InvalidURLError(f"cannot parse URL: {exc}") from None
+    scheme = parsed.scheme
+    if scheme not in ("http", "https"):
+        if not scheme:
+            raise InvalidURLError("URL has no scheme (expected http:// or https://)")
+        raise InvalidURLError(f"scheme {scheme!r} is not http or https")
+    try:
+        host = parsed.raw_host
+        port = parsed.port
+    except ValueError as exc:
+        raise InvalidURLError(f"bad host or port: {exc}") from None
+    if not host:
+        raise InvalidURLError("URL has no host")
+    if port is not None and not 0 < port < 65536:
+        raise InvalidURLError(f"port {port} is out of range")
+    return parsed
+
+
+class Response:
+    """A complete response: the body is read in full (up to ``max_body``)."""
+
+    __slots__ = (
+        "attempts",
+        "body",
+        "charset",
+        "elapsed",
+        "headers",
+        "method",
+        "redirects",
+        "status",
+        "url",
+    )
+
+    def __init__(
+        self,
+        *,
+        method: str,
+        status: int,
+        headers: CIMultiDictProxy[str],
+        url: URL,
+        body: bytes,
+        charset: str | None,
+        redirects: int,
+        attempts: int,
+        elapsed: float,
+    ) -> None:
+        self.method = method
+        #: HTTP status code of the final response.
+        self.status = status
+        #: Headers of the final response (case-insensitive).
+        self.headers = headers
+        #: URL of the final response, after redirects.
+        self.url = url
+        #: The body, decompressed.
+        self.body = body
+        #: The charset named in Content-Type, if any.
+        self.charset = charset
+        #: Redirects followed to get here.
+        self.redirects = redirects
+        #: Requests sent for this response, retries included.
+        self.attempts = attempts
+        #: Seconds from the first attempt's start to the end of the body.
+        self.elapsed = elapsed
+
+    @property
+    def ok(self) -> bool:
+        """True for a 2xx status."""
+        return 200 <= self.status < 300
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("Content-Type")
+
+    def text(self, encoding: str | None = None, errors: str = "replace") -> str:
+        """The body as text, by ``encoding``, else the response charset, else UTF-8."""
+        return self.body.decode(encoding or self.encoding, errors)
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return _json.loads(self.body)
+
+    def raise_for_status(self) -> Response:
+        """Raise :class:`HTTPStatusError` unless the status is 2xx; return self."""
+        if not self.ok:
+            raise HTTPStatusError(f"HTTP {self.status} from {self.url}", self.status)
+        return self
+
+    @property
+    def encoding(self) -> str:
+        """The codec for the body: the Content-Type charset if Python knows it, else UTF-8."""
+        if self.charset:
+            with contextlib.suppress(LookupError):
+                return codecs.lookup(self.charset).name
+        return "utf-8"
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.url} {len(self.body)} bytes>"
+
+
+class Client:
+    """An HTTP client that owns one aiohttp session and connector for its whole life.
+
+    Use it as ``async with Client() as client:``. Every request runs under the
+    timeouts, limits and retry policy given here. :meth:`get` and :meth:`request`
+    return a :class:`Response` (any status) or raise a :class:`FetchError` subclass;
+    :meth:`fetch_many` yields one record per URL and never raises for a single URL.
+
+    Closing waits for the requests in flight, then closes every connection.
+    """
+
+    def __init__(
+        self,
+        *,
+        limits: Limits | None = None,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        headers: Mapping[str, str] | None = None,
+        user_agent: str = DEFAULT_USER_AGENT,
+        ssl: _ssl.SSLContext | bool = True,
+    ) -> None:
+        self.limits = limits or Limits()
+        self.timeouts = timeouts or Timeouts()
+        self.retry = retry or RetryPolicy()
+        self._headers = {"User-Agent": user_agent, **(headers or {})}
+        self._ssl = ssl
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._streams: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def __aenter__(self) -> Client:
+        if self._session is not None or self._closing:
+            raise ClientStateError("a Client can be opened only once; make a new one")
+        self._loop = asyncio.get_running_loop()
+        connector = aiohttp.TCPConnector(
+            limit=self.limits.concurrency,
+            limit_per_host=self.limits.per_host,
+            ttl_dns_cache=300,
+            ssl=self._ssl,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers=self._headers,
+            timeout=aiohttp.ClientTimeout(
+                total=None,  # enforced per attempt around head and body, below
+                sock_connect=self.timeouts.connect,
+                sock_read=self.timeouts.read,
+            ),
+            auto_decompress=True,
+            raise_for_status=False,
+            trust_env=False,
+        )
+        self._idle.set()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop taking requests, wait for those in flight, close every connection.
+
+        Record streams from :meth:`fetch_many` that are still running are cancelled.
+        Safe to call more than once.
+        """
+        self._closing = True
+        session, self._session = self._session, None
+        try:
+            for task in list(self._streams):
+                task.cancel()
+            while self._streams:
+                await asyncio.wait(list(self._streams))
+            await self._idle.wait()
+        finally:
+            if session is not None:
+                await session.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    def _check(self) -> aiohttp.ClientSession:
+        if self._closing:
+            raise ClientStateError("this Client is closed")
+        if self._session is None:
+            raise ClientStateError("use the Client inside 'async with Client() as client:'")
+        if asyncio.get_running_loop() is not self._loop:
+            raise ClientStateError(
+                "this Client belongs to another event loop; make one Client per loop"
+            )
+        return self._session
+
+    # -- requests ----------------------------------------------------------------
+
+    async def get(self, url: str | URL, *, headers: Mapping[str, str] | None = None) -> Response:
+        """GET ``url``, with retries. Returns the response whatever its status;
+        raises a :class:`FetchError` subclass when no response could be had."""
+        return await self.request("GET", url, headers=headers)
+
+    async def request(
+        self,
+        method: str,
+        url: str | URL,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | str | None = None,
+        json: Any = None,
+    ) -> Response:
+        """Send one request, retrying as the retry policy allows.
+
+        The raised :class:`FetchError` carries ``attempts`` (requests sent) and
+        ``elapsed`` (seconds) as attributes, like :class:`Response` does.
+        """
+        session = self._check()
+        method = method.upper()
+        started = time.monotonic()
+        try:
+            target = check_url(url)
+        except InvalidURLError as exc:
+            _annotate(exc, 0, started)
+            raise
+        if json is not None:
+            data = _json.dumps(json).encode()
+            headers = {"Content-Type": "application/json", **(headers or {})}
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            return await self._with_retries(session, method, target, headers, data, started)
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
+
+    async def _with_retries(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: URL,
+        headers: Mapping[str, str] | None,
+        data: bytes | str | None,
+        started: float,
+    ) -> Response:
+        retry = self.retry
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                response = await self._attempt(session, method, url, headers, data)
+            except FetchError as exc:
+                delay = retry.delay(attempts, method=method, kind=exc.kind)
+                if delay is None or self._closing:
+                    _annotate(exc, attempts, started)
+                    raise
+            else:
+                delay = retry.delay(
+                    attempts, method=method, status=response.status, headers=response.headers
+                )
+                if delay is None or self._closing:
+                    response.attempts = attempts
+                    response.elapsed = time.monotonic() - started
+                    return response
+            await asyncio.sleep(delay)
+
+    async def _attempt(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: URL,
+        headers: Mapping[str, str] | None,
+        data: bytes | str | None,
+    ) -> Response:
+        limits = self.limits
+        deadline = asyncio.timeout(self.timeouts.total)
+        try:
+            async with (
+                deadline,
+                session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    data=data,
+                    allow_redirects=True,
+                    # aiohttp raises when it *receives* redirect number max_redirects.
+                    max_redirects=limits.max_redirects + 1,
+                ) as resp,
+            ):
+                encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+                declared = resp.content_length
+                try:
+                    if declared is not None and declared > limits.max_body:
+                        raise BodyTooLargeError(
+                            f"Content-Length {declared} exceeds max_body {limits.max_body}"
+                        )
+                    if declared is not None and encoding in _NO_ENCODING:
+                        body = await resp.read()
+                    else:
+                        body = await _read_capped(resp, limits.max_body)
+                except BodyTooLargeError as exc:
+                    resp.close()
+                    exc.status = resp.status
+                    exc.final_url = str(resp.url)
+                    exc.redirects = len(resp.history)
+                    raise
+                return Response(
+                    method=method,
+                    status=resp.status,
+                    headers=resp.headers,
+                    url=resp.url,
+                    body=body,
+                    charset=resp.charset,
+                    redirects=len(resp.history),
+                    attempts=1,
+                    elapsed=0.0,
+                )
+        except FetchError:
+            raise
+        except Exception as exc:
+            error = classify(exc, total_timeout_expired=deadline.expired())
+            if isinstance(error, InternalError):
+                log.error("internal error fetching %s", url, exc_info=exc)
+            raise error from exc
+
+    # -- bulk --------------------------------------------------------------------
+
+    def fetch_many(
+        self,
+        urls: Iterable[str | Item] | AsyncIterable[str | Item],
+        *,
+        store_body: bool = True,
+        dedupe: bool = True,
+    ) -> RecordStream:
+        """Fetch every URL, yielding one :class:`~surefetch.Record` per distinct URL as
+        each completes (not in input order). Never raises for a single URL.
+
+        Use as ``async for record in client.fetch_many(urls):``. Breaking out early
+        is fine: the remaining work is cancelled when the stream is closed or
+        garbage-collected, and at the latest when the client closes.
+        """
+        from .engine import RecordStream
+
+        self._check()
+        return RecordStream(self, urls, store_body=store_body, dedupe=dedupe)
+
+    def _own(self, task: asyncio.Task[None]) -> None:
+        """Adopt a background task so that closing the client ends it."""
+        self._streams.add(task)
+        task.add_done_callback(self._streams.discard)
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Read the (decompressed) body, stopping as soon as it passes ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    stream = resp.content
+    while True:
+        chunk = await stream.readany()
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError(f"body exceeds max_body {limit} bytes (after decompression)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _annotate(exc: FetchError, attempts: int, started: float) -> None:
+    exc.attempts = attempts
+    exc.elapsed = time.monotonic() - started

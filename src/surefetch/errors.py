@@ -1,0 +1,331 @@
+"""The error kinds, and the one function that maps aiohttp/OS/SSL exceptions to them.
+
+Nothing else in surefetch inspects aiohttp's exception types: every failure passes
+through :func:`classify` and comes out as exactly one :class:`FetchError` subclass,
+whose ``kind`` is the string written into records.
+
+The tree::
+
+    SurefetchError
+    ├── FetchError                      one URL failed; .kind is the record's error kind
+    │   ├── InvalidURLError             invalid_url
+    │   ├── ConnectError                (not raised itself)
+    │   │   ├── DNSError                dns_error
+    │   │   ├── ConnectRefusedError     connect_refused
+    │   │   ├── ConnectFailedError      connect_error
+    │   │   └── ConnectTimeoutError     connect_timeout
+    │   ├── TLSError                    tls_error
+    │   ├── ReadTimeoutError            read_timeout
+    │   ├── TotalTimeoutError           total_timeout
+    │   ├── ServerDisconnectedError     server_disconnected
+    │   ├── PeerResetError       connection_reset
+    │   ├── PayloadError                payload_error
+    │   ├── ProtocolError               protocol_error
+    │   ├── TooManyRedirectsError       too_many_redirects
+    │   ├── RedirectBlockedError        redirect_blocked
+    │   ├── BodyTooLargeError           body_too_large
+    │   ├── HTTPStatusError             http_status
+    │   └── InternalError               internal_error
+    └── ClientStateError                the Client was used wrongly (closed, other loop)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ssl
+from typing import ClassVar, Final
+
+import aiohttp
+
+__all__ = [
+    "KINDS",
+    "BodyTooLargeError",
+    "ClientStateError",
+    "ConnectError",
+    "ConnectFailedError",
+    "ConnectRefusedError",
+    "ConnectTimeoutError",
+    "DNSError",
+    "FetchError",
+    "HTTPStatusError",
+    "InternalError",
+    "InvalidURLError",
+    "PayloadError",
+    "PeerResetError",
+    "ProtocolError",
+    "ReadTimeoutError",
+    "RedirectBlockedError",
+    "ServerDisconnectedError",
+    "SurefetchError",
+    "TLSError",
+    "TooManyRedirectsError",
+    "TotalTimeoutError",
+    "classify",
+]
+
+
+class SurefetchError(Exception):
+    """Base class of every exception surefetch raises on purpose."""
+
+
+class ClientStateError(SurefetchError, RuntimeError):
+    """The Client was used when it cannot work: not entered, already closed, or
+    awaited from an event loop other than the one it was opened in."""
+
+
+class FetchError(SurefetchError):
+    """One request failed. ``kind`` is the stable string written into records."""
+
+    kind: ClassVar[str] = ""
+    #: Whether another attempt may succeed (the retry policy still decides).
+    transient: ClassVar[bool] = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        #: Requests sent before giving up (0 when nothing was sent).
+        self.attempts = 0
+        #: Seconds spent on the URL, retries and waits included.
+        self.elapsed = 0.0
+        #: What is known of the last response, if one began to arrive.
+        self.status: int | None = None
+        self.final_url: str | None = None
+        self.redirects = 0
+
+
+class InvalidURLError(FetchError):
+    """The URL cannot be fetched as given: unparseable, not http/https, no host,
+    a bad port, or containing whitespace/control characters. Nothing was sent."""
+
+    kind = "invalid_url"
+
+
+class ConnectError(FetchError):
+    """Base of the failures that happen before a connection is established."""
+
+    transient = True
+
+
+class DNSError(ConnectError):
+    """The host name did not resolve (no such host, or the resolver failed)."""
+
+    kind = "dns_error"
+
+
+class ConnectRefusedError(ConnectError):
+    """The host answered the TCP connect with a reset: nothing listens on that port."""
+
+    kind = "connect_refused"
+
+
+class ConnectFailedError(ConnectError):
+    """The TCP connect failed for another reason (unreachable network or host, ...)."""
+
+    kind = "connect_error"
+
+
+class ConnectTimeoutError(ConnectError):
+    """The TCP (and TLS) connect did not finish within the connect timeout."""
+
+    kind = "connect_timeout"
+
+
+class TLSError(FetchError):
+    """The TLS handshake failed: untrusted or mismatched certificate, or a protocol
+    mismatch. Never retried: it will fail the same way again."""
+
+    kind = "tls_error"
+
+
+class ReadTimeoutError(FetchError):
+    """Connected, but the server sent nothing for longer than the read timeout."""
+
+    kind = "read_timeout"
+    transient = True
+
+
+class TotalTimeoutError(FetchError):
+    """The whole attempt (connect, head and body) took longer than the total timeout,
+    e.g. a server that drips its response slowly."""
+
+    kind = "total_timeout"
+    transient = True
+
+
+class ServerDisconnectedError(FetchError):
+    """The server closed the connection before sending a complete response head."""
+
+    kind = "server_disconnected"
+    transient = True
+
+
+class PeerResetError(FetchError):
+    """The connection was reset (TCP RST) while the request or response was in flight."""
+
+    kind = "connection_reset"
+    transient = True
+
+
+class PayloadError(FetchError):
+    """The response head was fine but the body was not: truncated before
+    Content-Length, broken chunked encoding, or undecodable content-encoding."""
+
+    kind = "payload_error"
+
+
+class ProtocolError(FetchError):
+    """The response was not valid HTTP: malformed status line or headers, or a header
+    line or header block larger than the parser accepts."""
+
+    kind = "protocol_error"
+
+
+class TooManyRedirectsError(FetchError):
+    """More redirects were followed than ``max_redirects`` allows (often a loop)."""
+
+    kind = "too_many_redirects"
+
+
+class RedirectBlockedError(FetchError):
+    """A redirect pointed to a URL that is not http(s) (ftp:, file:, javascript:, ...)
+    or cannot be parsed; it was not followed."""
+
+    kind = "redirect_blocked"
+
+
+class BodyTooLargeError(FetchError):
+    """The body (after decompression) is larger than ``max_body``; reading stopped at
+    the limit, so the body never entered memory in full."""
+
+    kind = "body_too_large"
+
+
+class HTTPStatusError(FetchError):
+    """The final response had a status outside 2xx (after any retries)."""
+
+    kind = "http_status"
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class InternalError(FetchError):
+    """A bug in surefetch. Logged with its traceback; please report it."""
+
+    kind = "internal_error"
+
+
+#: Every error kind string, in the order the README documents them.
+KINDS: Final[tuple[str, ...]] = tuple(
+    cls.kind
+    for cls in (
+        InvalidURLError,
+        DNSError,
+        ConnectRefusedError,
+        ConnectFailedError,
+        ConnectTimeoutError,
+        TLSError,
+        ReadTimeoutError,
+        TotalTimeoutError,
+        ServerDisconnectedError,
+        PeerResetError,
+        PayloadError,
+        ProtocolError,
+        TooManyRedirectsError,
+        RedirectBlockedError,
+        BodyTooLargeError,
+        HTTPStatusError,
+        InternalError,
+    )
+)
+
+_RESET_ERRNOS: Final = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+
+
+def _text(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text or type(exc).__name__
+
+
+def _root(exc: BaseException) -> BaseException:
+    """The innermost cause, where the real OS/SSL error usually sits."""
+    seen = 0
+    while seen < 10:
+        nxt = exc.__cause__ or exc.__context__
+        if nxt is None:
+            return exc
+        exc = nxt
+        seen += 1
+    return exc
+
+
+def classify(exc: BaseException, *, total_timeout_expired: bool = False) -> FetchError:
+    """Map any exception raised while fetching one URL to exactly one error kind.
+
+    ``total_timeout_expired`` tells that the caller's whole-attempt deadline fired, so a
+    bare :class:`TimeoutError` is the total timeout rather than a connect/read one.
+    """
+    if isinstance(exc, FetchError):
+        return exc
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return ConnectTimeoutError(f"connect did not complete in time: {_text(exc)}")
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return ReadTimeoutError("no data from the server within the read timeout")
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return ReadTimeoutError(f"server timed out: {_text(exc)}")
+    if isinstance(exc, TimeoutError):
+        if total_timeout_expired:
+            return TotalTimeoutError("the attempt took longer than the total timeout")
+        return ReadTimeoutError(f"timed out: {_text(exc)}")
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        error: FetchError = TooManyRedirectsError(
+            f"gave up after {len(exc.history) - 1} redirects"
+            f" (next: {exc.history[-1].headers.get('Location', '?')})"
+        )
+        error.redirects = len(exc.history) - 1
+        error.status = exc.history[-1].status
+        error.final_url = str(exc.history[-1].url)
+        return error
+    if isinstance(
+        exc, aiohttp.NonHttpUrlRedirectClientError | aiohttp.InvalidUrlRedirectClientError
+    ):
+        return RedirectBlockedError(f"redirect to a URL that is not http(s): {_text(exc)}")
+    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+        return InvalidURLError(f"not a fetchable URL: {_text(exc)}")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return TLSError(f"certificate not accepted: {exc.certificate_error}")
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError | aiohttp.ServerFingerprintMismatch):
+        return TLSError(f"TLS handshake failed: {_text(_root(exc))}")
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return DNSError(f"host name did not resolve: {_text(_root(exc))}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        root = _root(exc)
+        if isinstance(root, ssl.SSLError):
+            return TLSError(f"TLS handshake failed: {_text(root)}")
+        if exc.errno == errno.ECONNREFUSED or isinstance(root, ConnectionRefusedError):
+            return ConnectRefusedError(f"connection refused by {exc.host}:{exc.port}")
+        if isinstance(root, TimeoutError):
+            return ConnectTimeoutError(f"connect to {exc.host}:{exc.port} timed out")
+        return ConnectFailedError(
+            f"cannot connect to {exc.host}:{exc.port}: {exc.strerror or root}"
+        )
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return ServerDisconnectedError("server closed the connection without a complete response")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return PayloadError(f"response body is broken: {_text(_root(exc))}")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # raise_for_status is never used, so this is the parser rejecting the head.
+        return ProtocolError(f"malformed response: {exc.message}")
+    if isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
+        return PeerResetError(f"connection reset by the server: {_text(exc)}")
+    if isinstance(exc, aiohttp.ClientOSError | OSError):
+        if exc.errno in _RESET_ERRNOS:
+            return PeerResetError(f"connection reset by the server: {_text(exc)}")
+        return ConnectFailedError(f"network error: {_text(exc)}")
+    if isinstance(exc, aiohttp.ClientConnectionError):
+        return ServerDisconnectedError(f"connection lost: {_text(exc)}")
+    if isinstance(exc, asyncio.CancelledError):  # pragma: no cover - callers re-raise it
+        raise exc
+    return InternalError(f"unexpected {type(exc).__name__}: {_text(exc)}")

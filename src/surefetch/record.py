@@ -1,0 +1,129 @@
+"""The result record: exactly one per distinct input URL."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from .client import Response
+from .errors import FetchError, HTTPStatusError
+
+__all__ = ["ErrorInfo", "Record", "decode", "encode", "failure_record", "response_record"]
+
+
+class ErrorInfo(msgspec.Struct, frozen=True):
+    """Why a URL failed: ``kind`` is one of :data:`surefetch.errors.KINDS`."""
+
+    kind: str
+    message: str
+
+
+class Record(msgspec.Struct, kw_only=True):
+    """What happened to one URL. Written as one JSON object per line.
+
+    ``body`` holds the body as text when it decodes by the response charset (else
+    UTF-8); otherwise ``body_b64`` holds it base64-encoded. Both are absent when
+    bodies are not stored; ``sha256`` is always there for a received body.
+    """
+
+    url: str
+    final_url: str | None
+    ok: bool
+    status: int | None
+    error: ErrorInfo | None
+    attempts: int
+    redirects: int
+    elapsed_ms: float
+    bytes: int
+    content_type: str | None
+    fetched_at: str
+    sha256: str | None = None
+    body: str | msgspec.UnsetType = msgspec.UNSET
+    body_b64: str | msgspec.UnsetType = msgspec.UNSET
+    meta: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Record)
+
+
+def encode(record: Record) -> bytes:
+    """The record as one line of JSON, newline included."""
+    return _encoder.encode(record) + b"\n"
+
+
+def decode(line: bytes | str) -> Record:
+    """Parse one JSON line back into a :class:`Record`."""
+    return _decoder.decode(line)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _text_or_none(response: Response) -> str | None:
+    try:
+        return response.body.decode(response.encoding)
+    except UnicodeDecodeError:
+        return None
+
+
+def response_record(
+    url: str,
+    response: Response,
+    *,
+    store_body: bool = True,
+    meta: dict[str, Any] | None = None,
+) -> Record:
+    """The record of a URL that got a response (any status)."""
+    body = response.body
+    ok = response.ok
+    record = Record(
+        url=url,
+        final_url=str(response.url),
+        ok=ok,
+        status=response.status,
+        error=None
+        if ok
+        else ErrorInfo(HTTPStatusError.kind, f"HTTP {response.status} from the final response"),
+        attempts=response.attempts,
+        redirects=response.redirects,
+        elapsed_ms=round(response.elapsed * 1000, 3),
+        bytes=len(body),
+        content_type=response.content_type,
+        fetched_at=_now(),
+        sha256=hashlib.sha256(body).hexdigest(),
+    )
+    if store_body:
+        text = _text_or_none(response)
+        if text is None:
+            record.body_b64 = base64.b64encode(body).decode("ascii")
+        else:
+            record.body = text
+    if meta:
+        record.meta = meta
+    return record
+
+
+def failure_record(url: str, error: FetchError, *, meta: dict[str, Any] | None = None) -> Record:
+    """The record of a URL that got no usable response."""
+    record = Record(
+        url=url,
+        final_url=error.final_url,
+        ok=False,
+        status=error.status,
+        error=ErrorInfo(error.kind, error.message),
+        attempts=error.attempts,
+        redirects=error.redirects,
+        elapsed_ms=round(error.elapsed * 1000, 3),
+        bytes=0,
+        content_type=None,
+        fetched_at=_now(),
+    )
+    if meta:
+        record.meta = meta
+    return record
