@@ -28,7 +28,7 @@ from yarl import URL
 
 from ._index import UrlIndex
 from .client import check_url
-from .errors import FetchError, InternalError, InvalidURLError
+from .errors import ClientStateError, FetchError, InternalError, InvalidURLError
 from .record import Record, failure_record, response_record
 from .sources import Item
 
@@ -199,6 +199,9 @@ class RecordStream:
     async def __anext__(self) -> Record:
         if self._done:
             raise StopAsyncIteration
+        if self._task is not None and self._task.cancelled() and self._client.closed:
+            self._done = True
+            raise ClientStateError("the Client was closed before this stream finished")
         if self._task is not None and not self._out.empty():
             record = self._out.get_nowait()
             if record is not None:

@@ -1,0 +1,187 @@
+"""The bulk engine: limits at every moment, one record per distinct URL, streaming."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from surefetch import Client, ClientStateError, Item, Limits, Record, RetryPolicy, Timeouts, run
+from surefetch.engine import Stats
+
+from .conftest import HOSTS, Server
+
+
+async def collect(client: Client, urls: list[str] | list[Item], **kw: object) -> list[Record]:
+    return [r async for r in client.fetch_many(urls, **kw)]  # type: ignore[arg-type]
+
+
+async def test_one_record_per_distinct_url(server: Server) -> None:
+    urls = [server.url(f"/p/{i}") for i in range(300)]
+    given = urls + urls[:100] + urls[:10]  # duplicates are fetched once
+    async with Client() as client:
+        records = await collect(client, given)
+    assert sorted(r.url for r in records) == sorted(urls)
+    assert all(r.ok and r.status == 200 and r.attempts == 1 for r in records)
+    assert all(server.tracker.hits[f"/p/{i}"] == 1 for i in range(300))
+    by_url = {r.url: r for r in records}
+    assert by_url[urls[7]].body == "ok /p/7"
+
+
+async def test_dedupe_can_be_turned_off(server: Server) -> None:
+    url = server.url("/p/same")
+    async with Client() as client:
+        records = await collect(client, [url, url, url], dedupe=False)
+    assert len(records) == 3
+    assert server.tracker.hits["/p/same"] == 3
+
+
+@pytest.mark.parametrize("sorted_by_host", [False, True])
+async def test_global_and_per_host_limits_hold_and_are_used(
+    slow_server: Server, sorted_by_host: bool
+) -> None:
+    """Three hosts, 50 ms per response: at most 4 per host and 10 in all at any
+    moment, and both limits are reached, even when the input is sorted by host (a
+    full host must not block workers that could serve another)."""
+    if sorted_by_host:
+        urls = [slow_server.url(f"/p/{h}-{i}", h) for h in HOSTS for i in range(60)]
+    else:
+        urls = [slow_server.url(f"/p/{h}-{i}", h) for i in range(60) for h in HOSTS]
+    limits = Limits(concurrency=10, per_host=4)
+    started = time.monotonic()
+    async with Client(limits=limits) as client:
+        records = await collect(client, urls)
+    elapsed = time.monotonic() - started
+    assert len(records) == 180 and all(r.ok for r in records)
+    assert set(slow_server.tracker.peak) == {f"{h}:{slow_server.port}" for h in HOSTS}
+    assert max(slow_server.tracker.peak.values()) == 4
+    assert slow_server.tracker.total_peak == 10
+    # 180 requests of 50 ms, 10 at a time: about 0.9 s; serial per host would be 2.7 s.
+    assert elapsed < 2.5
+
+
+async def test_single_host_input_stays_within_per_host(slow_server: Server) -> None:
+    urls = [slow_server.url(f"/p/{i}") for i in range(80)]
+    async with Client(limits=Limits(concurrency=64, per_host=5)) as client:
+        records = await collect(client, urls)
+    assert len(records) == 80
+    assert slow_server.tracker.total_peak == 5
+
+
+async def test_invalid_urls_get_records_without_sending(server: Server) -> None:
+    bad = [
+        "ftp://example.com/x",
+        "not a url",
+        "http://",
+        "http://exa mple.com/",
+        "http://127.0.0.1:99999/",
+        "http://127.0.0.1/\x01",
+        "/relative/path",
+        "mailto:someone@example.com",
+    ]
+    async with Client() as client:
+        records = await collect(client, [*bad, server.url("/ok")])
+    by_url = {r.url: r for r in records}
+    assert set(by_url) == {*bad, server.url("/ok")}
+    for url in bad:
+        record = by_url[url]
+        assert record.error is not None and record.error.kind == "invalid_url", url
+        assert record.attempts == 0 and record.status is None and not record.ok
+    assert by_url[server.url("/ok")].ok
+    assert sum(server.tracker.hits.values()) == 1
+
+
+async def test_items_carry_method_headers_body_and_meta(server: Server) -> None:
+    items = [
+        Item(server.url("/headers"), headers={"X-Row": "7"}, meta={"id": 7}),
+        Item(server.url("/status/201"), method="POST", data=b"payload", meta={"id": 8}),
+    ]
+    async with Client() as client:
+        records = await collect(client, items)
+    by_id = {r.meta["id"]: r for r in records}  # type: ignore[index]
+    assert '"X-Row": "7"' in by_id[7].body  # type: ignore[operator]
+    assert by_id[8].status == 201 and by_id[8].ok
+
+
+async def test_records_stream_while_the_run_goes(slow_server: Server) -> None:
+    """The first record arrives long before the last URL is fetched."""
+    urls = [slow_server.url(f"/p/{i}") for i in range(100)]
+    started = time.monotonic()
+    async with Client(limits=Limits(concurrency=4, per_host=4)) as client:
+        stream = client.fetch_many(urls)
+        first = await anext(stream)
+        first_at = time.monotonic() - started
+        rest = [r async for r in stream]
+    assert first.ok and len(rest) == 99
+    assert first_at < 0.5 < time.monotonic() - started
+
+
+async def test_breaking_out_early_stops_the_run(slow_server: Server) -> None:
+    urls = [slow_server.url(f"/p/{i}") for i in range(1000)]
+    started = time.monotonic()
+    async with Client(limits=Limits(concurrency=4, per_host=4)) as client:
+        async with client.fetch_many(urls) as stream:
+            async for _record in stream:
+                break
+    assert time.monotonic() - started < 2
+    assert sum(slow_server.tracker.hits.values()) < 50
+
+
+async def test_abandoned_stream_is_cancelled_when_the_client_closes(slow_server: Server) -> None:
+    urls = [slow_server.url(f"/p/{i}") for i in range(1000)]
+    started = time.monotonic()
+    async with Client(limits=Limits(concurrency=4, per_host=4)) as client:
+        stream = client.fetch_many(urls)
+        await anext(stream)
+    assert time.monotonic() - started < 2
+    with pytest.raises(ClientStateError, match="closed before this stream finished"):
+        await anext(stream)
+    with pytest.raises(StopAsyncIteration):
+        await anext(stream)
+
+
+async def test_async_source_and_run_with_a_custom_emit(server: Server) -> None:
+    async def source() -> object:
+        for i in range(50):
+            await asyncio.sleep(0)
+            yield server.url(f"/p/{i}")
+        yield server.url("/p/0")
+
+    seen: list[Record] = []
+
+    async def emit(record: Record) -> None:
+        seen.append(record)
+
+    async with Client() as client:
+        stats = await run(client, source(), emit)  # type: ignore[arg-type]
+    assert stats == Stats(read=51, duplicates=1, ok=50, failed=0)
+    assert len(seen) == 50
+
+
+async def test_failing_emit_stops_the_run_and_closes_cleanly(server: Server) -> None:
+    class Full(OSError):
+        pass
+
+    count = 0
+
+    async def emit(record: Record) -> None:
+        nonlocal count
+        count += 1
+        if count == 20:
+            raise Full(28, "No space left on device")
+
+    urls = [server.url(f"/p/{i}") for i in range(500)]
+    async with Client() as client:
+        with pytest.raises(ExceptionGroup) as info:
+            await run(client, urls, emit)
+    assert info.group_contains(Full)
+    assert count < 100
+
+
+async def test_retries_happen_inside_the_run(server: Server) -> None:
+    urls = [server.url(f"/flaky/k{i}?n=2") for i in range(5)]
+    retry = RetryPolicy(retries=3, backoff=0.01)
+    async with Client(retry=retry, timeouts=Timeouts(total=5)) as client:
+        records = await collect(client, urls)
+    assert all(r.ok and r.attempts == 3 for r in records)
