@@ -134,7 +134,9 @@ async def test_client_from_another_event_loop_raises_instead_of_hanging(server: 
     assert "another event loop" in str(outcome[0])
 
 
-async def test_close_waits_for_requests_in_flight(server: Server, no_unclosed_warnings: None) -> None:
+async def test_close_waits_for_requests_in_flight(
+    server: Server, no_unclosed_warnings: None
+) -> None:
     client = Client()
     await client.__aenter__()
     call = asyncio.create_task(client.get(server.url("/sleep/0.3")))
@@ -179,7 +181,11 @@ async def test_no_sockets_left_after_cancellation_mid_request(
 async def test_connector_limits_hold_for_direct_calls(slow_server: Server) -> None:
     limits = Limits(concurrency=6, per_host=2)
     async with Client(limits=limits, timeouts=Timeouts(total=10)) as client:
-        urls = [slow_server.url(f"/p/{i}", host) for host in ("127.0.0.1", "127.0.0.2") for i in range(10)]
+        urls = [
+            slow_server.url(f"/p/{i}", host)
+            for host in ("127.0.0.1", "127.0.0.2")
+            for i in range(10)
+        ]
         responses = await asyncio.gather(*(client.get(u) for u in urls))
     assert all(r.status == 200 for r in responses)
     assert max(slow_server.tracker.peak.values()) == 2

@@ -120,10 +120,9 @@ async def test_records_stream_while_the_run_goes(slow_server: Server) -> None:
 async def test_breaking_out_early_stops_the_run(slow_server: Server) -> None:
     urls = [slow_server.url(f"/p/{i}") for i in range(1000)]
     started = time.monotonic()
-    async with Client(limits=Limits(concurrency=4, per_host=4)) as client:
-        async with client.fetch_many(urls) as stream:
-            async for _record in stream:
-                break
+    client = Client(limits=Limits(concurrency=4, per_host=4))
+    async with client, client.fetch_many(urls) as stream:
+        await anext(stream)
     assert time.monotonic() - started < 2
     assert sum(slow_server.tracker.hits.values()) < 50
 

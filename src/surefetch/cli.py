@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from typing import Any, NoReturn
 
 import click
@@ -20,7 +21,7 @@ from .engine import Stats, run
 from .policy import Limits, RetryPolicy, Timeouts
 from .record import Record
 from .sinks import JsonlSink
-from .sources import url_lines
+from .sources import Item, url_lines
 
 __all__ = ["main"]
 
@@ -211,10 +212,65 @@ def fetch(
         sink = JsonlSink(output)
     except OSError as exc:
         raise click.UsageError(f"cannot write {output}: {exc.strerror}") from None
-    _run_fetch(client, input_path, sink, store_body=not no_body)
+    _run_fetch(client, lambda: url_lines(input_path), sink, store_body=not no_body)
 
 
-def _run_fetch(client: Client, input_path: str, sink: JsonlSink, *, store_body: bool) -> None:
+@cli.command()
+@click.option(
+    "-o",
+    "--output",
+    default="demo-results.jsonl",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Where the demo's records go.",
+)
+@click.option(
+    "--urls",
+    "count",
+    type=click.IntRange(min=10, max=100_000),
+    default=3000,
+    show_default=True,
+    help="How many URLs to fetch.",
+)
+def demo(output: str, count: int) -> None:
+    """Fetch a few thousand URLs from a built-in local server that misbehaves on purpose."""
+    from .demo import demo_urls, serve_demo
+
+    with serve_demo() as base:
+        urls = demo_urls(base, count)
+        click.echo(
+            f"surefetch demo: a local server at {base} with healthy, slow, flaky, failing,"
+            f" redirecting and oversized endpoints; fetching {len(urls)} URLs...",
+            err=True,
+        )
+        client = Client(
+            limits=Limits(concurrency=64, per_host=64, max_body=1024 * 1024),
+            timeouts=Timeouts(total=5, connect=2, read=2),
+            retry=RetryPolicy(retries=2, backoff=0.2, retry_after_max=2),
+        )
+        sink = JsonlSink(output)
+        _run_fetch(client, lambda: _iterate(urls), sink, store_body=True)
+    click.echo(
+        f"\nRecords: {output} (one JSON object per URL). Try:\n"
+        f"  jq -c 'select(.ok | not) | {{url, error}}' {output} | head\n"
+        f"  jq -r '.error.kind // \"ok\"' {output} | sort | uniq -c\n"
+        "  surefetch fetch urls.txt -o results.jsonl   # your own list, one URL per line",
+        err=True,
+    )
+
+
+async def _iterate(urls: list[str]) -> AsyncIterator[Item]:
+    for url in urls:
+        yield Item(url)
+
+
+def _run_fetch(
+    client: Client,
+    source: Callable[[], AsyncIterator[Item]],
+    sink: JsonlSink,
+    *,
+    store_body: bool,
+) -> None:
     kinds: Counter[str] = Counter()
     started = time.monotonic()
     stats: Stats | None = None
@@ -231,7 +287,7 @@ def _run_fetch(client: Client, input_path: str, sink: JsonlSink, *, store_body: 
         loop.add_signal_handler(signal.SIGTERM, task.cancel, "SIGTERM")
         try:
             async with client:
-                return await run(client, url_lines(input_path), emit, store_body=store_body)
+                return await run(client, source(), emit, store_body=store_body)
         finally:
             await sink.close()
 

@@ -1,0 +1,231 @@
+"""The `surefetch` command, run as a real subprocess against a local server."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from surefetch.errors import KINDS
+
+from .conftest import Server
+
+SUREFETCH = [sys.executable, "-m", "surefetch.cli"]
+FIELDS = {
+    "url",
+    "final_url",
+    "ok",
+    "status",
+    "error",
+    "attempts",
+    "redirects",
+    "elapsed_ms",
+    "bytes",
+    "content_type",
+    "fetched_at",
+    "sha256",
+}
+
+
+async def surefetch(
+    *args: str, stdin: bytes | None = None, timeout: float = 60
+) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *SUREFETCH,
+        *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def records(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+async def test_fetch_writes_one_complete_record_per_url(server: Server, tmp_path: Path) -> None:
+    urls = [server.url(f"/p/{i}") for i in range(50)]
+    lines = [
+        "# a comment",
+        "",
+        *urls,
+        f"  {urls[0]}  ",
+        urls[1],
+        server.url("/status/404"),
+        server.url("/binary"),
+        server.url("/latin1"),
+        "ftp://nope/x",
+    ]
+    src = tmp_path / "urls.txt"
+    src.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.jsonl"
+    code, stdout, stderr = await surefetch("fetch", str(src), "-o", str(out), "--retries", "0")
+    assert code == 0, stderr
+    assert stdout == ""
+    recs = records(out)
+    assert len(recs) == 54
+    assert {r["url"] for r in recs} == {
+        *urls,
+        server.url("/status/404"),
+        server.url("/binary"),
+        server.url("/latin1"),
+        "ftp://nope/x",
+    }
+    by_url = {r["url"]: r for r in recs}
+    ok = by_url[urls[3]]
+    assert set(ok) >= FIELDS
+    assert ok["ok"] is True and ok["status"] == 200 and ok["error"] is None
+    assert ok["body"] == "ok /p/3" and "body_b64" not in ok and ok["bytes"] == 7
+    assert ok["final_url"] == urls[3] and ok["attempts"] == 1 and ok["redirects"] == 0
+    assert str(ok["fetched_at"]).endswith("Z") and "T" in str(ok["fetched_at"])
+    assert ok["content_type"] == "text/plain; charset=utf-8"
+    assert by_url[server.url("/latin1")]["body"] == "café"
+    binary = by_url[server.url("/binary")]
+    assert "body" not in binary and binary["body_b64"].startswith("AAECAwQF")  # type: ignore[union-attr]
+    missing = by_url[server.url("/status/404")]
+    assert missing["ok"] is False and missing["status"] == 404
+    assert missing["error"] == {
+        "kind": "http_status",
+        "message": "HTTP 404 from the final response",
+    }
+    bad = by_url["ftp://nope/x"]
+    assert bad["attempts"] == 0 and bad["error"]["kind"] == "invalid_url"  # type: ignore[index]
+    assert "54 records (52 ok, 2 failed" in stderr
+    assert "2 duplicate lines skipped" in stderr
+
+
+async def test_no_body_keeps_sha256(server: Server, tmp_path: Path) -> None:
+    src = tmp_path / "urls.txt"
+    src.write_text(server.url("/p/x") + "\n")
+    out = tmp_path / "out.jsonl"
+    code, _, stderr = await surefetch("fetch", str(src), "-o", str(out), "--no-body")
+    assert code == 0, stderr
+    (rec,) = records(out)
+    assert "body" not in rec and "body_b64" not in rec
+    assert rec["sha256"] == hashlib.sha256(b"ok /p/x").hexdigest()
+    assert rec["bytes"] == 7
+
+
+async def test_stdin_in_stdout_out(server: Server) -> None:
+    data = "\n".join(server.url(f"/p/{i}") for i in range(5)).encode()
+    code, stdout, stderr = await surefetch("fetch", "-", "-o", "-", stdin=data)
+    assert code == 0, stderr
+    urls = sorted(json.loads(line)["url"] for line in stdout.splitlines())
+    assert urls == sorted(server.url(f"/p/{i}") for i in range(5))
+
+
+async def test_options_reach_the_requests(server: Server, tmp_path: Path) -> None:
+    src = tmp_path / "urls.txt"
+    src.write_text(server.url("/headers") + "\n" + server.url("/redirect/3") + "\n")
+    out = tmp_path / "out.jsonl"
+    code, _, stderr = await surefetch(
+        "fetch",
+        str(src),
+        "-o",
+        str(out),
+        "--header",
+        "X-Key: secret",
+        "-H",
+        "X-Two:2",
+        "--user-agent",
+        "ua-test/1",
+        "--max-redirects",
+        "2",
+    )
+    assert code == 0, stderr
+    by_url = {r["url"]: r for r in records(out)}
+    sent = json.loads(str(by_url[server.url("/headers")]["body"]))
+    assert sent["X-Key"] == "secret" and sent["X-Two"] == "2" and sent["User-Agent"] == "ua-test/1"
+    redirected = by_url[server.url("/redirect/3")]
+    assert redirected["error"]["kind"] == "too_many_redirects"  # type: ignore[index]
+    assert redirected["redirects"] == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["fetch", "IN"], "Missing option '-o' / '--output'"),
+        (["fetch", "IN", "-o", "OUT", "--concurrency", "0"], "--concurrency"),
+        (["fetch", "IN", "-o", "OUT", "--timeout", "-1"], "--timeout"),
+        (["fetch", "IN", "-o", "OUT", "--max-body", "lots"], "not a size: 'lots'"),
+        (["fetch", "IN", "-o", "OUT", "--header", "NoColon"], "bad header 'NoColon'"),
+        (["fetch", "missing.txt", "-o", "OUT"], "input file not found: missing.txt"),
+        (["fetch", "IN", "-o", "EXISTING"], "already exists; pass --overwrite"),
+        (["fetch", "IN", "-o", "nowhere/out.jsonl"], "output folder does not exist"),
+        (["frobnicate"], "No such command 'frobnicate'"),
+    ],
+)
+async def test_usage_errors_are_one_line_exit_2(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("http://127.0.0.1:9/\n")
+    existing = tmp_path / "existing.jsonl"
+    existing.write_text('{"url": "kept"}\n')
+    names = {"IN": str(src), "OUT": str(tmp_path / "o.jsonl"), "EXISTING": str(existing)}
+    argv = [names.get(a, a) for a in args]
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        code, stdout, stderr = await surefetch(*argv)
+    finally:
+        os.chdir(cwd)
+    assert code == 2
+    assert stdout == ""
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith("surefetch: error: ")
+    assert message in stderr
+    assert "Traceback" not in stderr
+    assert existing.read_text() == '{"url": "kept"}\n'  # never lose what is there
+
+
+async def test_failures_still_exit_0(tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("http://127.0.0.1:9/\nnot-a-url\n")
+    out = tmp_path / "o.jsonl"
+    code, _, stderr = await surefetch("fetch", str(src), "-o", str(out), "--retries", "0")
+    assert code == 0, stderr
+    kinds = {r["error"]["kind"] for r in records(out)}  # type: ignore[index]
+    assert kinds == {"connect_refused", "invalid_url"}
+    assert kinds <= set(KINDS)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+async def test_interrupt_leaves_valid_records(
+    slow_server: Server, tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(slow_server.url(f"/p/{i}") for i in range(5000)) + "\n")
+    out = tmp_path / "o.jsonl"
+    proc = await asyncio.create_subprocess_exec(
+        *SUREFETCH,
+        "fetch",
+        str(src),
+        "-o",
+        str(out),
+        "--per-host",
+        "16",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 20
+    while sum(slow_server.tracker.hits.values()) < 200 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == code, err
+    assert "interrupted:" in err.decode()
+    recs = records(out)
+    assert 100 < len(recs) < 5000
+    assert len({r["url"] for r in recs}) == len(recs)
+    assert all(r["ok"] for r in recs)
