@@ -1,4 +1,4 @@
-"""A compact set of URLs seen so far: 8 bytes per URL, 16 while two levels merge."""
+"""A compact set of URLs seen so far: about 8 bytes per URL."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ class UrlIndex:
 
     Fingerprints live in one sorted ``uint64`` array plus a small set of recent ones;
     the set is merged into the array when it grows past a fraction of it, so lookups
-    stay O(log n) and memory stays at 8 bytes per URL (16 during a merge) plus the
-    small set, never a Python object per URL.
+    stay O(log n) and memory stays near 8 bytes per URL plus the small set, never a
+    Python object per URL.
     """
 
     __slots__ = ("_recent", "_sorted")
@@ -63,10 +63,11 @@ class UrlIndex:
         return i < arr.size and arr[i] == probe
 
     def _merge(self) -> None:
-        fresh = np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent))
-        merged = np.concatenate((self._sorted, fresh))
-        del fresh
-        # Timsort finds the two sorted runs and merges them in linear time.
-        merged.sort(kind="stable")
-        self._sorted = merged
+        arr = self._sorted
+        size = arr.size
+        # Grow in place (realloc, usually without a copy), append, and let timsort merge
+        # the long sorted run with the short new one: no second full-size array.
+        arr.resize(size + len(self._recent), refcheck=False)
+        arr[size:] = np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent))
+        arr.sort(kind="stable")
         self._recent = set()

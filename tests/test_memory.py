@@ -1,0 +1,86 @@
+"""Memory does not grow with the input beyond the compact index of URLs seen."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from surefetch._index import UrlIndex
+
+MEASURE = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_input(path: Path, lines: int, port: int) -> None:
+    """Distinct URLs: one in twenty is really attempted (a refused port, so it is fast),
+    the rest are rejected before sending; all pass through the source, the index,
+    the records and the sink."""
+    with path.open("w") as f:
+        for i in range(lines):
+            if i % 20 == 0:
+                f.write(f"http://127.0.0.1:{port}/item/{i}\n")
+            else:
+                f.write(f"ftp://127.0.0.1/item/{i}\n")
+
+
+def peak_kib(src: Path, out: Path) -> int:
+    cmd = [
+        sys.executable,
+        "-m",
+        "surefetch.cli",
+        "fetch",
+        str(src),
+        "-o",
+        str(out),
+        "--retries",
+        "0",
+        "--overwrite",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURE, *cmd],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return int(result.stdout.strip())
+
+
+@pytest.mark.timeout(400)
+def test_peak_memory_is_flat_in_the_number_of_urls(tmp_path: Path) -> None:
+    port = closed_port()
+    small, large = tmp_path / "small.txt", tmp_path / "large.txt"
+    write_input(small, 10_000, port)
+    write_input(large, 1_000_000, port)
+    small_peak = peak_kib(small, tmp_path / "small.jsonl")
+    large_peak = peak_kib(large, tmp_path / "large.jsonl")
+    with (tmp_path / "large.jsonl").open("rb") as f:
+        assert sum(1 for _ in f) == 1_000_000
+    print(f"peak RSS: 10k lines {small_peak} KiB, 1M lines {large_peak} KiB")
+    assert large_peak <= small_peak * 1.2 + 16 * 1024, (small_peak, large_peak)
+
+
+def test_index_costs_at_most_16_bytes_per_url() -> None:
+    index = UrlIndex()
+    for i in range(200_000):
+        assert index.add(f"http://h/{i}")
+    for i in range(0, 200_000, 7):
+        assert not index.add(f"http://h/{i}")
+        assert f"http://h/{i}" in index
+    assert "http://h/absent" not in index
+    assert len(index) == 200_000
+    # The sorted array holds 8 bytes per URL; the recent set is bounded by a fraction.
+    assert index._sorted.nbytes + 100 * len(index._recent) <= 16 * len(index)
