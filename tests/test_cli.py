@@ -160,7 +160,11 @@ async def test_options_reach_the_requests(server: Server, tmp_path: Path) -> Non
         (["fetch", "IN", "-o", "OUT", "--max-body", "lots"], "not a size: 'lots'"),
         (["fetch", "IN", "-o", "OUT", "--header", "NoColon"], "bad header 'NoColon'"),
         (["fetch", "missing.txt", "-o", "OUT"], "input file not found: missing.txt"),
-        (["fetch", "IN", "-o", "EXISTING"], "already exists; pass --overwrite"),
+        (["fetch", "IN", "-o", "OUT", "--retry-failed", "slow,7xx"], "unknown 'slow'"),
+        (["fetch", "IN", "-o", "OUT", "--data", "a", "--json", "{}"], "--data or --json"),
+        (["fetch", "IN", "-o", "OUT", "--json", "{nope"], "--json is not valid JSON"),
+        (["fetch", "IN", "-o", "-", "--format", "sqlite"], "SQLite output needs a file"),
+        (["fetch", "IN", "-o", "EXISTING"], "EXISTING line 2 is not a surefetch record"),
         (["fetch", "IN", "-o", "nowhere/out.jsonl"], "output folder does not exist"),
         (["frobnicate"], "No such command 'frobnicate'"),
     ],
@@ -171,7 +175,7 @@ async def test_usage_errors_are_one_line_exit_2(
     src = tmp_path / "in.txt"
     src.write_text("http://127.0.0.1:9/\n")
     existing = tmp_path / "existing.jsonl"
-    existing.write_text('{"url": "kept"}\n')
+    existing.write_text('{"url": "kept", "ok": true}\nnot json\n{"url": "x", "ok": true}\n')
     names = {"IN": str(src), "OUT": str(tmp_path / "o.jsonl"), "EXISTING": str(existing)}
     argv = [names.get(a, a) for a in args]
     cwd = os.getcwd()
@@ -184,9 +188,12 @@ async def test_usage_errors_are_one_line_exit_2(
     assert stdout == ""
     assert len(stderr.strip().splitlines()) == 1, stderr
     assert stderr.startswith("surefetch: error: ")
-    assert message in stderr
+    assert message.replace("EXISTING", str(existing)) in stderr
     assert "Traceback" not in stderr
-    assert existing.read_text() == '{"url": "kept"}\n'  # never lose what is there
+    # never lose what is there
+    assert (
+        existing.read_text() == '{"url": "kept", "ok": true}\nnot json\n{"url": "x", "ok": true}\n'
+    )
 
 
 async def test_failures_still_exit_0(tmp_path: Path) -> None:

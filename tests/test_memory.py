@@ -47,7 +47,6 @@ def peak_kib(src: Path, out: Path) -> int:
         str(out),
         "--retries",
         "0",
-        "--overwrite",
     ]
     result = subprocess.run(
         [sys.executable, "-c", MEASURE, *cmd],

@@ -1,36 +1,36 @@
-"""The command line: parses options into policy objects and calls the engine."""
+"""The command line: parses options into policy objects and runs a job."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
 import signal
 import sys
-import time
-from collections import Counter
-from collections.abc import AsyncIterator, Callable
+import tempfile
 from typing import Any, NoReturn
 
 import click
 
 from . import __version__
 from .client import DEFAULT_USER_AGENT, Client
-from .engine import Stats, run
-from .policy import Limits, RetryPolicy, Timeouts
-from .record import Record
-from .sinks import JsonlSink
-from .sources import Item, url_lines
+from .job import FetchJob, Job
+from .policy import IDEMPOTENT_METHODS, Limits, RetryPolicy, Timeouts
+from .sinks import FORMATS, OutputError, output_format
+from .sources import INPUT_FORMATS, InputError
 
 __all__ = ["main"]
 
 EXIT_USAGE = 2
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
+_EXIT_BY_SIGNAL = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_ALL_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE", "POST", "PATCH"})
 
 
 def parse_size(text: str) -> int:
@@ -93,7 +93,25 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
     "--output",
     required=True,
     type=click.Path(allow_dash=True, dir_okay=False),
-    help="Where records go, one JSON object per line ('-' for stdout).",
+    help="Where records go: .jsonl (default) or .sqlite; '-' for stdout.",
+)
+@click.option(
+    "--format",
+    "out_format",
+    type=click.Choice(FORMATS),
+    help="Output format, if not by OUTPUT's extension.",
+)
+@click.option(
+    "--input-format",
+    "in_format",
+    type=click.Choice(INPUT_FORMATS),
+    help="Input format, if not by INPUT's extension (.csv, .jsonl; else lines).",
+)
+@click.option(
+    "--url-column",
+    default="url",
+    show_default=True,
+    help="The CSV column or JSON field that holds the URL.",
 )
 @click.option(
     "--concurrency",
@@ -138,6 +156,11 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
     help="Extra attempts after a transient failure.",
 )
 @click.option(
+    "--retry-non-idempotent",
+    is_flag=True,
+    help="Retry POST and PATCH too (they may then take effect twice).",
+)
+@click.option(
     "--max-body",
     type=_Size(),
     default="10M",
@@ -152,6 +175,15 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
     help="Redirects to follow before giving up.",
 )
 @click.option(
+    "-X",
+    "--method",
+    default="GET",
+    show_default=True,
+    help="Request method for every URL (JSON lines rows may set their own).",
+)
+@click.option("--data", help="Request body for every URL (sent as given).")
+@click.option("--json", "json_body", help="JSON request body for every URL.")
+@click.option(
     "-H",
     "--header",
     "headers",
@@ -163,56 +195,122 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
     "--user-agent", default=DEFAULT_USER_AGENT, show_default=True, help="The User-Agent header."
 )
 @click.option("--no-body", is_flag=True, help="Leave bodies out of records (sha256 stays).")
-@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it already exists.")
+@click.option(
+    "--bodies",
+    type=click.Path(file_okay=False),
+    help="Store bodies as files in this folder (by sha256) instead of inline.",
+)
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Move an existing OUTPUT aside and start over (default: resume it).",
+)
+@click.option(
+    "--retry-failed",
+    "retry_failed",
+    is_flag=False,
+    flag_value="all",
+    default=None,
+    metavar="[KINDS]",
+    help="Fetch again the URLs whose stored record failed: all, or the listed "
+    "error kinds / status classes / statuses (read_timeout,5xx,429).",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="On Ctrl-C or SIGTERM, seconds to let requests in flight finish.",
+)
 def fetch(
     input_path: str,
     output: str,
+    out_format: str | None,
+    in_format: str | None,
+    url_column: str,
     concurrency: int,
     per_host: int,
     timeout: float,
     connect_timeout: float,
     read_timeout: float,
     retries: int,
+    retry_non_idempotent: bool,
     max_body: int,
     max_redirects: int,
+    method: str,
+    data: str | None,
+    json_body: str | None,
     headers: tuple[tuple[str, str], ...],
     user_agent: str,
     no_body: bool,
-    overwrite: bool,
+    bodies: str | None,
+    restart: bool,
+    retry_failed: str | None,
+    grace: float,
 ) -> None:
-    """Fetch every URL in INPUT (one per line, '-' for stdin) and write one record per
-    distinct URL to OUTPUT."""
+    """Fetch every URL in INPUT and write one record per distinct URL to OUTPUT.
+
+    INPUT is one URL per line, CSV with a header, or JSON lines objects ('-' for
+    stdin). An existing OUTPUT is resumed: URLs that already have a record are skipped.
+    """
     if input_path != "-" and not os.path.isfile(input_path):
         raise click.UsageError(f"input file not found: {input_path}")
     if output != "-":
         if os.path.isdir(output):
             raise click.UsageError(f"output is a directory: {output}")
-        if os.path.exists(output) and os.path.getsize(output) > 0 and not overwrite:
-            raise click.UsageError(
-                f"output {output} already exists; pass --overwrite to replace it"
-            )
         parent = os.path.dirname(os.path.abspath(output))
         if not os.path.isdir(parent):
             raise click.UsageError(f"output folder does not exist: {parent}")
-    if per_host > concurrency:
-        per_host = concurrency
+    elif output_format(output, out_format) == "sqlite":
+        raise click.UsageError("SQLite output needs a file name, not '-'")
+    if data is not None and json_body is not None:
+        raise click.UsageError("give --data or --json, not both")
+    body: bytes | None = None
+    extra = dict(headers)
+    if json_body is not None:
+        try:
+            json.loads(json_body)
+        except ValueError as exc:
+            raise click.UsageError(f"--json is not valid JSON: {exc}") from None
+        body = json_body.encode()
+        extra.setdefault("Content-Type", "application/json")
+    elif data is not None:
+        body = data.encode()
+    method = method.upper()
+    if not method.isalpha():
+        raise click.UsageError(f"bad --method {method!r}")
+    try:
+        job = Job(
+            input=input_path,
+            output=output,
+            input_format=in_format,
+            output_format=out_format,
+            url_column=url_column,
+            method=method,
+            data=body,
+            restart=restart,
+            retry_failed=retry_failed,
+            store_body=not no_body,
+            bodies=bodies,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     client = Client(
         limits=Limits(
             concurrency=concurrency,
-            per_host=per_host,
+            per_host=min(per_host, concurrency),
             max_body=max_body,
             max_redirects=max_redirects,
         ),
         timeouts=Timeouts(total=timeout, connect=connect_timeout, read=read_timeout),
-        retry=RetryPolicy(retries=retries),
-        headers=dict(headers),
+        retry=RetryPolicy(
+            retries=retries,
+            methods=_ALL_METHODS if retry_non_idempotent else IDEMPOTENT_METHODS,
+        ),
+        headers=extra,
         user_agent=user_agent,
     )
-    try:
-        sink = JsonlSink(output)
-    except OSError as exc:
-        raise click.UsageError(f"cannot write {output}: {exc.strerror}") from None
-    _run_fetch(client, lambda: url_lines(input_path), sink, store_body=not no_body)
+    _run(FetchJob(job, client), grace=grace, again=_again(sys.argv))
 
 
 @cli.command()
@@ -222,7 +320,7 @@ def fetch(
     default="demo-results.jsonl",
     show_default=True,
     type=click.Path(dir_okay=False),
-    help="Where the demo's records go.",
+    help="Where the demo's records go (replaced).",
 )
 @click.option(
     "--urls",
@@ -236,8 +334,13 @@ def demo(output: str, count: int) -> None:
     """Fetch a few thousand URLs from a built-in local server that misbehaves on purpose."""
     from .demo import demo_urls, serve_demo
 
-    with serve_demo() as base:
+    with serve_demo() as base, tempfile.TemporaryDirectory() as tmp:
         urls = demo_urls(base, count)
+        listing = os.path.join(tmp, "demo-urls.txt")
+        with open(listing, "w") as f:
+            f.write("\n".join(urls) + "\n")
+        if os.path.exists(output):
+            os.unlink(output)  # the demo's own file from an earlier demo
         click.echo(
             f"surefetch demo: a local server at {base} with healthy, slow, flaky, failing,"
             f" redirecting and oversized endpoints; fetching {len(urls)} URLs...",
@@ -248,8 +351,7 @@ def demo(output: str, count: int) -> None:
             timeouts=Timeouts(total=5, connect=2, read=2),
             retry=RetryPolicy(retries=2, backoff=0.2, retry_after_max=2),
         )
-        sink = JsonlSink(output)
-        _run_fetch(client, lambda: _iterate(urls), sink, store_body=True)
+        _run(FetchJob(Job(input=listing, output=output), client), grace=2, again="")
     click.echo(
         f"\nRecords: {output} (one JSON object per URL). Try:\n"
         f"  jq -c 'select(.ok | not) | {{url, error}}' {output} | head\n"
@@ -259,68 +361,100 @@ def demo(output: str, count: int) -> None:
     )
 
 
-async def _iterate(urls: list[str]) -> AsyncIterator[Item]:
-    for url in urls:
-        yield Item(url)
+def _again(argv: list[str]) -> str:
+    """The command line to resume with: the same one, minus --restart."""
+    words = ["surefetch", *(a for a in argv[1:] if a != "--restart")]
+    return " ".join(words)
 
 
-def _run_fetch(
-    client: Client,
-    source: Callable[[], AsyncIterator[Item]],
-    sink: JsonlSink,
-    *,
-    store_body: bool,
-) -> None:
-    kinds: Counter[str] = Counter()
-    started = time.monotonic()
-    stats: Stats | None = None
+def _run(fetch_job: FetchJob, *, grace: float, again: str) -> None:
+    """Run the job under signal handling; print the summary; exit with the right code."""
+    received: list[signal.Signals] = []
 
-    async def emit(record: Record) -> None:
-        if record.error is not None:
-            kinds[record.error.kind] += 1
-        await sink.write(record)
-
-    async def main() -> Stats:
+    async def main() -> None:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
-        loop.add_signal_handler(signal.SIGTERM, task.cancel, "SIGTERM")
-        try:
-            async with client:
-                return await run(client, source(), emit, store_body=store_body)
-        finally:
-            await sink.close()
+        stop = asyncio.Event()
 
-    exit_code = 0
+        def on_signal(sig: signal.Signals) -> None:
+            received.append(sig)
+            if len(received) == 1:
+                stop.set()
+                click.echo(
+                    f"surefetch: {sig.name}: finishing the requests in flight (up to {grace:g} s);"
+                    " press Ctrl-C again to stop at once",
+                    err=True,
+                )
+                loop.call_later(grace, task.cancel)
+            else:
+                task.cancel()
+
+        for sig in _EXIT_BY_SIGNAL:
+            loop.add_signal_handler(sig, on_signal, sig)
+        await fetch_job.execute(stop)
+
+    error: str | None = None
+    code = 0
     try:
-        stats = asyncio.run(main())
-    except KeyboardInterrupt:
-        exit_code = EXIT_SIGINT
+        asyncio.run(main())
     except asyncio.CancelledError:
-        exit_code = EXIT_SIGTERM
-    except ExceptionGroup as group:
-        leaf = _first_leaf(group)
-        if not isinstance(leaf, OSError):
+        pass
+    except KeyboardInterrupt:
+        received.append(signal.SIGINT)
+    except (ExceptionGroup, OutputError, InputError) as exc:
+        leaf = _first_leaf(exc)
+        if isinstance(leaf, InputError | OutputError):
+            error, code = str(leaf), EXIT_USAGE
+        elif isinstance(leaf, OSError):
+            error, code = f"cannot go on: {leaf}", 1
+        else:
             raise
-        _fail(f"stopped: {leaf}; the {sink.written} records before it are in {sink.path}", code=1)
-    wall = time.monotonic() - started
+    if received and not code:
+        code = _EXIT_BY_SIGNAL[received[0]]
+    _summarise(fetch_job, interrupted=bool(received), again=again)
+    if error is not None:
+        click.echo(f"surefetch: error: {error}", err=True)
+    if code:
+        sys.exit(code)
+
+
+def _summarise(fetch_job: FetchJob, *, interrupted: bool, again: str) -> None:
+    stats, sink, resume = fetch_job.stats, fetch_job.sink, fetch_job.resume
+    if sink is None or resume is None:
+        return
+    wall = fetch_job.elapsed
     done = sink.written
-    failed = sum(kinds.values())
-    detail = ", ".join(f"{kind} {n}" for kind, n in kinds.most_common())
-    line = (
-        f"surefetch: {done} records ({done - failed} ok, {failed} failed"
+    failed = sum(fetch_job.kinds.values())
+    detail = ", ".join(f"{kind} {n}" for kind, n in fetch_job.kinds.most_common())
+    parts = [
+        f"{done} records ({done - failed} ok, {failed} failed"
         + (f": {detail}" if detail else "")
         + f") in {wall:.1f} s ({done / wall if wall else 0:.0f}/s)"
-    )
-    if stats is not None and stats.duplicates:
-        line += f"; {stats.duplicates} duplicate lines skipped"
+    ]
+    if resume.moved_to:
+        parts.append(f"old output moved to {resume.moved_to}")
+    if resume.repaired:
+        parts.append(f"cut a torn last line ({resume.repaired} bytes) left by a crash")
+    if resume.records or stats.already_done:
+        parts.append(f"{stats.already_done} URLs already had a record")
+    if resume.dropped:
+        parts.append(f"{resume.dropped} failed records taken out to fetch again")
+    if stats.duplicates:
+        parts.append(f"{stats.duplicates} duplicate lines skipped")
+    if fetch_job.removed:
+        parts.append(
+            f"{fetch_job.removed} records for URLs no longer in the input moved to"
+            f" {fetch_job.removed_to}"
+        )
     if sink.path != "-":
-        line += f"; written to {sink.path}"
-    if exit_code:
-        line = "interrupted: " + line
+        parts.append(f"written to {sink.path}")
+    line = "surefetch: " + "; ".join(parts)
+    if interrupted:
+        line = "surefetch: interrupted: " + line.removeprefix("surefetch: ")
+        if again and sink.path != "-":
+            line += f"\nTo continue where it stopped, run the same command again:\n  {again}"
     click.echo(line, err=True)
-    if exit_code:
-        sys.exit(exit_code)
 
 
 def _first_leaf(exc: BaseException) -> BaseException:

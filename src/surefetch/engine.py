@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from yarl import URL
 
 from ._index import UrlIndex
+from .bodies import BodyStore
 from .client import check_url
 from .errors import ClientStateError, FetchError, InternalError, InvalidURLError
 from .record import Record, failure_record, response_record
@@ -46,10 +47,17 @@ Emit = Callable[[Record], Awaitable[None]]
 class Stats:
     """Counts of one run."""
 
+    #: Input items read.
     read: int = 0
+    #: Items skipped because their URL came earlier in the input.
     duplicates: int = 0
+    #: Items skipped because their URL already has a record (resume).
+    already_done: int = 0
+    #: Records emitted, by outcome.
     ok: int = 0
     failed: int = 0
+    #: Items read but not fetched because the run was asked to stop.
+    abandoned: int = 0
 
     @property
     def records(self) -> int:
@@ -72,18 +80,34 @@ async def run(
     *,
     store_body: bool = True,
     dedupe: bool = True,
+    seen: UrlIndex | None = None,
+    done: UrlIndex | None = None,
+    stop: asyncio.Event | None = None,
+    bodies: BodyStore | None = None,
+    stats: Stats | None = None,
     max_backlog: int | None = None,
 ) -> Stats:
     """Fetch every item with ``client`` and ``await emit(record)`` once per distinct URL.
 
-    Returns when every record has been emitted. If ``emit`` raises, the run stops and
-    the error propagates; a single URL's failure never does.
+    - ``dedupe``: fetch a URL once however often it appears; ``seen`` may pass the
+      index to use (it then holds every input URL when the run ends).
+    - ``done``: URLs that already have a record (a resumed run); they are skipped.
+    - ``stop``: when set, no new request starts; the run returns once the requests in
+      flight have finished and their records are emitted. Unstarted items get no
+      record (they are counted in ``Stats.abandoned``).
+    - ``bodies``: store bodies in files there instead of inline.
+    - ``stats``: the counters to update (to watch them while the run goes).
+
+    If ``emit`` or the source raises, the run stops and the error propagates (wrapped
+    in an ExceptionGroup by the task group); a single URL's failure never does.
     """
     limits = client.limits
     per_host = limits.per_host
     backlog_cap = max_backlog or max(1024, 16 * limits.concurrency)
-    stats = Stats()
-    seen = UrlIndex() if dedupe else None
+    stats = stats if stats is not None else Stats()
+    if dedupe and seen is None:
+        seen = UrlIndex()
+    stopping = stop if stop is not None else asyncio.Event()
     ready: asyncio.Queue[tuple[Item, str, URL] | None] = asyncio.Queue(limits.concurrency)
     active: dict[str, int] = {}
     waiting: dict[str, deque[tuple[Item, URL]]] = {}
@@ -93,7 +117,7 @@ async def run(
     async def fetch(item: Item, target: URL) -> None:
         try:
             response = await client.request(
-                item.method,
+                item.method or "GET",
                 target,
                 headers=item.headers,
                 data=item.data,
@@ -105,7 +129,9 @@ async def run(
             error = InternalError(f"unexpected {type(exc).__name__}: {exc}")
             record = failure_record(item.url, error, meta=item.meta)
         else:
-            record = response_record(item.url, response, store_body=store_body, meta=item.meta)
+            record = response_record(
+                item.url, response, store_body=store_body, meta=item.meta, bodies=bodies
+            )
         if record.ok:
             stats.ok += 1
         else:
@@ -116,7 +142,7 @@ async def run(
         nonlocal backlog
         while (job := await ready.get()) is not None:
             item, host, target = job
-            while True:
+            while not stopping.is_set():
                 await fetch(item, target)
                 queue = waiting.get(host)
                 if not queue:
@@ -126,6 +152,8 @@ async def run(
                     del waiting[host]
                 backlog -= 1
                 room.set()
+            else:
+                stats.abandoned += 1
             if active[host] == 1:
                 del active[host]
             else:
@@ -135,15 +163,19 @@ async def run(
         nonlocal backlog
         async for item in _as_async(items):
             stats.read += 1
-            if seen is not None and not seen.add(item.url):
+            url = item.url
+            if seen is not None and not seen.add(url):
                 stats.duplicates += 1
                 continue
+            if done is not None and url in done:
+                stats.already_done += 1
+                continue
             try:
-                target = check_url(item.url)
+                target = check_url(url)
                 host = f"{target.raw_host}:{target.port}"
             except InvalidURLError as exc:
                 stats.failed += 1
-                await emit(failure_record(item.url, exc, meta=item.meta))
+                await emit(failure_record(url, exc, meta=item.meta))
                 continue
             taken = active.get(host, 0)
             if taken < per_host:
@@ -161,11 +193,18 @@ async def run(
 
     async with asyncio.TaskGroup() as tg:
         workers = [tg.create_task(worker()) for _ in range(limits.concurrency)]
-        await dispatch()
-        # One stop sign per worker, behind every queued job. (If dispatch raised, the
-        # group cancels the workers instead.)
+        feeder = tg.create_task(dispatch())
+        halt = tg.create_task(stopping.wait())
+        await asyncio.wait((feeder, halt), return_when=asyncio.FIRST_COMPLETED)
+        if not feeder.done():
+            feeder.cancel()  # stop reading input; workers finish what they hold
+            await asyncio.wait((feeder,))
+        halt.cancel()
+        # One stop sign per worker, behind every queued job. (If a task raised, the
+        # group cancels the others instead.)
         for _ in workers:
             await ready.put(None)
+    stats.abandoned += backlog
     return stats
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from .bodies import BodyStore
 from .client import Response
 from .errors import FetchError, HTTPStatusError
 
@@ -27,7 +28,8 @@ class Record(msgspec.Struct, kw_only=True):
 
     ``body`` holds the body as text when it decodes by the response charset (else
     UTF-8); otherwise ``body_b64`` holds it base64-encoded. Both are absent when
-    bodies are not stored; ``sha256`` is always there for a received body.
+    bodies are not stored, or stored in files (then ``body_path`` names the file);
+    ``sha256`` is always there for a received body.
     """
 
     url: str
@@ -44,6 +46,7 @@ class Record(msgspec.Struct, kw_only=True):
     sha256: str | None = None
     body: str | msgspec.UnsetType = msgspec.UNSET
     body_b64: str | msgspec.UnsetType = msgspec.UNSET
+    body_path: str | msgspec.UnsetType = msgspec.UNSET
     meta: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
 
 
@@ -78,10 +81,16 @@ def response_record(
     *,
     store_body: bool = True,
     meta: dict[str, Any] | None = None,
+    bodies: BodyStore | None = None,
 ) -> Record:
-    """The record of a URL that got a response (any status)."""
+    """The record of a URL that got a response (any status).
+
+    The body goes inline (``body`` or ``body_b64``) when ``store_body``, or into a file
+    of ``bodies`` (``body_path``) when that is given.
+    """
     body = response.body
     ok = response.ok
+    digest = hashlib.sha256(body).hexdigest()
     record = Record(
         url=url,
         final_url=str(response.url),
@@ -96,9 +105,11 @@ def response_record(
         bytes=len(body),
         content_type=response.content_type,
         fetched_at=_now(),
-        sha256=hashlib.sha256(body).hexdigest(),
+        sha256=digest,
     )
-    if store_body:
+    if bodies is not None:
+        record.body_path = bodies.put(body, digest)
+    elif store_body:
         text = _text_or_none(response)
         if text is None:
             record.body_b64 = base64.b64encode(body).decode("ascii")

@@ -1,8 +1,11 @@
-"""Where URLs come from: one URL per line, from a file or a pipe, streamed."""
+"""Where URLs come from, streamed from a file or a pipe: one URL per line, CSV with a
+header, or JSON lines objects. Every other CSV column / JSON field is carried into the
+record as ``meta``."""
 
 from __future__ import annotations
 
 import asyncio
+import csv
 import os
 import stat
 import sys
@@ -10,7 +13,18 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Item", "read_lines", "url_lines"]
+import msgspec
+
+from .errors import SurefetchError
+
+__all__ = ["INPUT_FORMATS", "InputError", "Item", "input_format", "items", "read_lines"]
+
+INPUT_FORMATS = ("lines", "csv", "jsonl")
+
+
+class InputError(SurefetchError):
+    """The input cannot be read as the format it is said to be in."""
+
 
 _CHUNK = 1 << 16
 
@@ -20,7 +34,7 @@ class Item:
     """One unit of work: a URL, and how to request it."""
 
     url: str
-    method: str = "GET"
+    method: str | None = "GET"
     headers: Mapping[str, str] | None = None
     data: bytes | None = None
     #: Carried into the record unchanged (e.g. the user's own IDs).
@@ -72,10 +86,138 @@ async def _split(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
         yield tail.decode("utf-8", "surrogateescape")
 
 
-async def url_lines(path: str) -> AsyncIterator[Item]:
-    """Yield an :class:`Item` per URL line: surrounding white space is stripped,
-    blank lines and lines starting with ``#`` are skipped."""
+def input_format(path: str, given: str | None = None) -> str:
+    """The input format: as given, else by extension (.csv, .jsonl/.ndjson), else lines."""
+    if given:
+        return given
+    lowered = path.lower()
+    if lowered.endswith(".csv"):
+        return "csv"
+    if lowered.endswith((".jsonl", ".ndjson")):
+        return "jsonl"
+    return "lines"
+
+
+async def items(
+    path: str,
+    *,
+    fmt: str | None = None,
+    url_column: str = "url",
+    method: str = "GET",
+    data: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> AsyncIterator[Item]:
+    """Yield an :class:`Item` per URL in ``path`` (``-`` is stdin).
+
+    ``method``, ``data`` and ``headers`` apply to every item; in JSON lines input a
+    row's own ``method``, ``headers`` and ``body`` take precedence. Raises
+    :class:`InputError` (naming the line) for input that is not in the format.
+    """
+    kind = input_format(path, fmt)
+    source = _lines if kind == "lines" else _csv if kind == "csv" else _jsonl
+    async for item in source(path, url_column):
+        if item.method is None:
+            item.method = method
+        if item.data is None:
+            item.data = data
+        if headers:
+            item.headers = {**headers, **item.headers} if item.headers else headers
+        yield item
+
+
+async def _lines(path: str, url_column: str) -> AsyncIterator[Item]:
+    """One URL per line; surrounding white space is stripped, blank lines and lines
+    starting with ``#`` are skipped."""
     async for line in read_lines(path):
         url = line.strip()
         if url and not url.startswith("#"):
             yield Item(url)
+
+
+async def _csv_records(path: str) -> AsyncIterator[tuple[int, list[str]]]:
+    """CSV records with their first line number; quoted fields may span lines."""
+    pending: list[str] = []
+    quotes = 0
+    start = 0
+    number = 0
+    async for line in read_lines(path):
+        number += 1
+        if not pending:
+            start = number
+        pending.append(line)
+        quotes += line.count('"')
+        if quotes % 2:  # inside a quoted field that goes on to the next line
+            continue
+        text = "\n".join(pending)
+        pending, quotes = [], 0
+        if text.strip():
+            yield start, next(csv.reader([text]))
+    if pending:
+        raise InputError(f"{path} line {start}: a quoted CSV field is never closed")
+
+
+async def _csv(path: str, url_column: str) -> AsyncIterator[Item]:
+    header: list[str] | None = None
+    column = 0
+    async for number, row in _csv_records(path):
+        if header is None:
+            header = [name.strip() for name in row]
+            if url_column not in header:
+                raise InputError(
+                    f"{path} line {number}: no {url_column!r} column in the CSV header"
+                    f" (columns: {', '.join(header)}); use --url-column"
+                )
+            column = header.index(url_column)
+            continue
+        if len(row) != len(header):
+            raise InputError(
+                f"{path} line {number}: {len(row)} fields where the header has {len(header)}"
+            )
+        url = row[column].strip()
+        meta = {
+            name: value
+            for i, (name, value) in enumerate(zip(header, row, strict=True))
+            if i != column
+        }
+        yield Item(url, method=None, meta=meta or None)
+    if header is None:
+        raise InputError(f"{path}: the CSV input is empty (a header line is needed)")
+
+
+_ROW = msgspec.json.Decoder(dict[str, Any])
+_RESERVED = ("url", "method", "headers", "body")
+
+
+async def _jsonl(path: str, url_column: str) -> AsyncIterator[Item]:
+    number = 0
+    async for line in read_lines(path):
+        number += 1
+        if not line.strip():
+            continue
+        try:
+            row = _ROW.decode(line)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise InputError(f"{path} line {number}: not a JSON object") from None
+        url = row.get(url_column)
+        if not isinstance(url, str):
+            raise InputError(f"{path} line {number}: no {url_column!r} string field")
+        method = row.get("method")
+        headers = row.get("headers")
+        body = row.get("body")
+        if method is not None and not isinstance(method, str):
+            raise InputError(f"{path} line {number}: 'method' must be a string")
+        if headers is not None and not (
+            isinstance(headers, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+        ):
+            raise InputError(f"{path} line {number}: 'headers' must map names to strings")
+        if body is not None and not isinstance(body, str):
+            raise InputError(f"{path} line {number}: 'body' must be a string")
+        meta = {k: v for k, v in row.items() if k != url_column and k not in _RESERVED}
+        yield Item(
+            url.strip(),
+            method=method.upper() if method else None,
+            headers=headers,
+            data=body.encode() if body is not None else None,
+            meta=meta or None,
+        )

@@ -1,0 +1,143 @@
+"""A whole fetch job: input file to output file, resumable, stoppable.
+
+This is what `surefetch fetch` runs; library users can run it too. It joins a source,
+the engine and a sink, keeps counts that can be read while it goes, and makes every
+record durable in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ._index import UrlIndex
+from .bodies import BodyStore
+from .client import Client
+from .engine import Stats, run
+from .record import Record
+from .sinks import JsonlSink, Resume, SqliteSink, open_sink, retry_filter
+from .sources import items
+
+__all__ = ["FetchJob", "Job"]
+
+#: How often buffered records are checked for being due for a durable commit.
+_TICK = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What to fetch and where the records go.
+
+    - ``input``: a path, or ``-`` for stdin; ``input_format``: lines, csv or jsonl
+      (default: by extension); ``url_column``: the CSV column / JSON field of the URL.
+    - ``method``, ``data``: the request of every row (JSON lines rows may override).
+    - ``output``: a path (``-`` for stdout); ``output_format``: jsonl or sqlite
+      (default: by extension). An existing output is resumed.
+    - ``restart``: move an existing output aside and start over.
+    - ``retry_failed``: fetch again the stored failures it selects (``"all"``, or kinds,
+      status classes and statuses: ``"read_timeout,5xx"``).
+    - ``store_body``: put bodies in records; ``bodies``: a folder to store them in as
+      files instead.
+    """
+
+    input: str
+    output: str
+    input_format: str | None = None
+    output_format: str | None = None
+    url_column: str = "url"
+    method: str = "GET"
+    data: bytes | None = None
+    restart: bool = False
+    retry_failed: str | None = None
+    store_body: bool = True
+    bodies: str | None = None
+
+    def __post_init__(self) -> None:
+        retry_filter(self.retry_failed)  # raises ValueError for unknown words
+
+
+@dataclass
+class FetchJob:
+    """Runs a :class:`Job` with a client; its counters can be read while it runs."""
+
+    job: Job
+    client: Client
+    #: Called with every record after the sink took it (e.g. for progress display).
+    on_record: Callable[[Record], None] | None = None
+    stats: Stats = field(default_factory=Stats)
+    kinds: Counter[str] = field(default_factory=Counter)
+    resume: Resume | None = None
+    sink: JsonlSink | SqliteSink | None = None
+    #: Set when the run went through its whole input (not stopped or cancelled).
+    completed: bool = False
+    #: Records moved out because their URL is no longer in the input, and where to.
+    removed: int = 0
+    removed_to: str | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    async def execute(self, stop: asyncio.Event | None = None) -> None:
+        """Run the job to its end, or until ``stop`` is set and the requests in flight
+        are done. Opens and closes the client; every record emitted is durable when
+        this returns or raises (including on cancellation)."""
+        job = self.job
+        retry = retry_filter(job.retry_failed)
+        sink, resume = await asyncio.to_thread(
+            open_sink, job.output, fmt=job.output_format, restart=job.restart, retry=retry
+        )
+        self.sink, self.resume = sink, resume
+        bodies = BodyStore(job.bodies) if job.bodies else None
+        if bodies is not None:
+            sink.before_commit = bodies.sync
+        seen = UrlIndex()
+        kinds = self.kinds
+        on_record = self.on_record
+
+        async def emit(record: Record) -> None:
+            if record.error is not None:
+                kinds[record.error.kind] += 1
+            await sink.write(record)
+            if on_record is not None:
+                on_record(record)
+
+        try:
+            async with self.client, asyncio.TaskGroup() as tg:
+                ticker = tg.create_task(_tick(sink))
+                source = items(
+                    job.input,
+                    fmt=job.input_format,
+                    url_column=job.url_column,
+                    method=job.method,
+                    data=job.data,
+                )
+                await run(
+                    self.client,
+                    source,
+                    emit,
+                    store_body=job.store_body and bodies is None,
+                    seen=seen,
+                    done=resume.done,
+                    stop=stop,
+                    bodies=bodies,
+                    stats=self.stats,
+                )
+                ticker.cancel()
+        finally:
+            await sink.close()
+        self.completed = stop is None or not stop.is_set()
+        if self.completed and resume.records + sink.written > len(seen):
+            # Some stored records are for URLs that are no longer in the input.
+            self.removed, self.removed_to = await asyncio.to_thread(sink.keep_only, seen)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+async def _tick(sink: JsonlSink | SqliteSink) -> None:
+    """Commit buffered records that have waited long enough, also when no new ones come."""
+    while True:
+        await asyncio.sleep(_TICK)
+        await sink.flush_if_due()

@@ -1,0 +1,169 @@
+"""What every sink shares: batching, durable commits off the event loop, resume scans."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import msgspec
+
+from .._index import UrlIndex
+from ..record import ErrorInfo, Record
+
+__all__ = ["BatchingSink", "Outcome", "Resume"]
+
+T = TypeVar("T")
+
+#: Records per durable batch; the README's "Long runs" section quotes these two.
+BATCH_RECORDS = 1000
+#: Seconds a record may wait in memory before its batch is made durable.
+BATCH_SECONDS = 1.0
+
+
+class Outcome(msgspec.Struct):
+    """The part of a stored record that resume and ``--retry-failed`` look at."""
+
+    url: str
+    ok: bool
+    status: int | None = None
+    error: ErrorInfo | None = None
+
+
+@dataclass
+class Resume:
+    """What an existing output already holds."""
+
+    #: URLs that have a record (after ``--retry-failed`` removed some).
+    done: UrlIndex
+    #: How many records the output holds.
+    records: int = 0
+    #: Records removed for ``--retry-failed``.
+    dropped: int = 0
+    #: Bytes of a torn last line cut away (left by a crash mid-write).
+    repaired: int = 0
+    #: Where an old output was moved by ``--restart``, if it was.
+    moved_to: str | None = None
+
+
+class BatchingSink(Generic[T]):
+    """Buffers records and commits them in batches from a worker thread.
+
+    A record is *durable* once its batch is committed (written and synced to disk).
+    Batches are committed when ``BATCH_RECORDS`` are buffered, when ``flush_if_due``
+    finds the oldest buffered record older than ``BATCH_SECONDS``, and on close.
+    Subclasses say how to turn a record into a buffered item and how to commit a batch.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[T] = []
+        self._lock = asyncio.Lock()
+        self._committing: asyncio.Future[None] | None = None
+        self._first_pending = 0.0
+        self._closed = False
+        #: Records handed to the sink, and records made durable.
+        self.written = 0
+        self.durable = 0
+        #: Extra work to run in the commit thread before each batch (e.g. syncing bodies).
+        self.before_commit: Callable[[], None] | None = None
+
+    def _prepare(self, record: Record) -> T:
+        raise NotImplementedError
+
+    def _commit(self, batch: list[T]) -> None:
+        raise NotImplementedError
+
+    def _close_storage(self) -> None:
+        raise NotImplementedError
+
+    async def write(self, record: Record) -> None:
+        if not self._pending:
+            self._first_pending = time.monotonic()
+        self._pending.append(self._prepare(record))
+        self.written += 1
+        if len(self._pending) >= BATCH_RECORDS:
+            await self.flush()
+
+    async def flush_if_due(self) -> None:
+        """Commit the buffer if its oldest record has waited ``BATCH_SECONDS``."""
+        if self._pending and time.monotonic() - self._first_pending >= BATCH_SECONDS:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Commit everything buffered so far."""
+        async with self._lock:
+            if self._committing is not None:  # left by a cancelled flush: let it land first
+                await asyncio.shield(self._committing)
+                self._committing = None
+            batch, self._pending = self._pending, []
+            if not batch:
+                return
+            self._committing = asyncio.ensure_future(asyncio.to_thread(self._commit_all, batch))
+            # Shielded: once a batch is handed to the thread it is committed whole,
+            # even if this task is cancelled meanwhile.
+            await asyncio.shield(self._committing)
+            self._committing = None
+            self.durable += len(batch)
+
+    def _commit_all(self, batch: list[T]) -> None:
+        if self.before_commit is not None:
+            self.before_commit()
+        self._commit(batch)
+
+    async def close(self) -> None:
+        """Commit what is buffered and close the storage. Safe to call twice."""
+        if self._closed:
+            return
+        try:
+            if self._committing is not None:
+                await self._committing
+                self._committing = None
+            await self.flush()
+        finally:
+            self._closed = True
+            self._close_storage()
+
+
+def retry_filter(spec: str | None) -> Callable[[Outcome], bool] | None:
+    """The ``--retry-failed`` predicate: which stored failures to fetch again.
+
+    ``spec`` is ``"all"``, or a comma-separated list of error kinds, status classes
+    (``5xx``) and statuses (``503``). Raises ValueError naming what it does not know.
+    """
+    from ..errors import KINDS
+
+    if spec is None:
+        return None
+    kinds: set[str] = set()
+    classes: set[int] = set()
+    statuses: set[int] = set()
+    everything = False
+    for raw in spec.split(","):
+        word = raw.strip().lower()
+        if word == "all":
+            everything = True
+        elif word in KINDS:
+            kinds.add(word)
+        elif len(word) == 3 and word[0] in "12345" and word[1:] == "xx":
+            classes.add(int(word[0]))
+        elif len(word) == 3 and word.isdigit() and 100 <= int(word) <= 599:
+            statuses.add(int(word))
+        else:
+            raise ValueError(
+                f"--retry-failed: unknown {word!r} (use error kinds such as read_timeout,"
+                " status classes such as 5xx, or statuses such as 503)"
+            )
+
+    def failed_and_chosen(outcome: Outcome) -> bool:
+        if outcome.ok:
+            return False
+        if everything:
+            return True
+        if outcome.error is not None and outcome.error.kind in kinds:
+            return True
+        status = outcome.status
+        return status is not None and (status // 100 in classes or status in statuses)
+
+    return failed_and_chosen
