@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import subprocess
+import sys
+import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -151,3 +155,23 @@ async def slow_server() -> AsyncIterator[Server]:
     runner, port = await start_app(make_app(tracker, delay=0.05), HOSTS)
     yield Server(f"http://127.0.0.1:{port}", port, tracker)
     await runner.cleanup()
+
+
+@pytest.fixture
+def fast_server(tmp_path: Path) -> Iterator[int]:
+    """A fast minimal HTTP server in its own process (tests/fastserver.py); its port."""
+    port_file = tmp_path / "fastserver.port"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fastserver", str(port_file)],
+        cwd=Path(__file__).parent.parent,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not port_file.exists():
+            assert proc.poll() is None, "fast server died"
+            assert time.monotonic() < deadline, "fast server did not start"
+            time.sleep(0.02)
+        yield int(port_file.read_text())
+    finally:
+        proc.terminate()
+        proc.wait(10)

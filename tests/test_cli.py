@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -16,8 +15,8 @@ import pytest
 from surefetch.errors import KINDS
 
 from .conftest import Server
+from .helpers import SUREFETCH, records, surefetch
 
-SUREFETCH = [sys.executable, "-m", "surefetch.cli"]
 FIELDS = {
     "url",
     "final_url",
@@ -32,25 +31,6 @@ FIELDS = {
     "fetched_at",
     "sha256",
 }
-
-
-async def surefetch(
-    *args: str, stdin: bytes | None = None, timeout: float = 60
-) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *SUREFETCH,
-        *args,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
-def records(path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 async def test_fetch_writes_one_complete_record_per_url(server: Server, tmp_path: Path) -> None:
@@ -236,3 +216,63 @@ async def test_interrupt_leaves_valid_records(
     assert 100 < len(recs) < 5000
     assert len({r["url"] for r in recs}) == len(recs)
     assert all(r["ok"] for r in recs)
+
+
+async def test_second_ctrl_c_stops_at_once(server: Server, tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text(server.url("/p/quick") + "\n" + server.url("/sleep/20") + "\n")
+    out = tmp_path / "o.jsonl"
+    proc = await asyncio.create_subprocess_exec(
+        *SUREFETCH,
+        "fetch",
+        str(src),
+        "-o",
+        str(out),
+        "--grace",
+        "30",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 10
+    while server.tracker.total_inflight < 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    await asyncio.sleep(0.5)
+    assert proc.returncode is None  # still waiting for the request in flight
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(proc.communicate(), 10)
+    assert time.monotonic() - started < 3
+    assert proc.returncode == 130, err.decode()
+    assert [r["url"] for r in records(out)] == [server.url("/p/quick")]
+
+
+async def test_grace_period_lets_requests_in_flight_finish(server: Server, tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join([server.url("/sleep/1")] + [server.url(f"/p/{i}") for i in range(3)]))
+    out = tmp_path / "o.jsonl"
+    proc = await asyncio.create_subprocess_exec(
+        *SUREFETCH,
+        "fetch",
+        str(src),
+        "-o",
+        str(out),
+        "--per-host",
+        "1",
+        "--concurrency",
+        "1",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 10
+    while server.tracker.total_inflight < 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(proc.communicate(), 10)
+    assert proc.returncode == 143, err.decode()
+    text = err.decode()
+    assert "SIGTERM: finishing the requests in flight" in text
+    # The request in flight finished and got its record; nothing new was started.
+    assert [r["url"] for r in records(out)] == [server.url("/sleep/1")]
+    assert sum(server.tracker.hits.values()) == 1

@@ -34,7 +34,8 @@ class Item:
     """One unit of work: a URL, and how to request it."""
 
     url: str
-    method: str | None = "GET"
+    #: None means the run's default (GET unless told otherwise).
+    method: str | None = None
     headers: Mapping[str, str] | None = None
     data: bytes | None = None
     #: Carried into the record unchanged (e.g. the user's own IDs).
@@ -179,7 +180,7 @@ async def _csv(path: str, url_column: str) -> AsyncIterator[Item]:
             for i, (name, value) in enumerate(zip(header, row, strict=True))
             if i != column
         }
-        yield Item(url, method=None, meta=meta or None)
+        yield Item(url, meta=meta or None)
     if header is None:
         raise InputError(f"{path}: the CSV input is empty (a header line is needed)")
 
