@@ -38,6 +38,7 @@ from .errors import (
     TooManyRedirectsError,
     TotalTimeoutError,
 )
+from .job import FetchJob, Job
 from .policy import Limits, RetryPolicy, Timeouts
 from .record import ErrorInfo, Record
 from .sources import Item
@@ -55,10 +56,12 @@ __all__ = [
     "DNSError",
     "ErrorInfo",
     "FetchError",
+    "FetchJob",
     "HTTPStatusError",
     "InternalError",
     "InvalidURLError",
     "Item",
+    "Job",
     "Limits",
     "PayloadError",
     "PeerResetError",
