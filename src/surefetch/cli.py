@@ -14,9 +14,11 @@ from typing import Any, NoReturn
 
 import click
 
-from . import __version__
+from . import __version__, _loop
+from ._loop import LOOPS
 from .client import DEFAULT_USER_AGENT, Client
 from .job import FetchJob, Job
+from .parallel import WorkerError
 from .policy import IDEMPOTENT_METHODS, Limits, RetryPolicy, Timeouts
 from .sinks import FORMATS, OutputError, output_format
 from .sources import INPUT_FORMATS, InputError
@@ -222,6 +224,21 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
     show_default=True,
     help="On Ctrl-C or SIGTERM, seconds to let requests in flight finish.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=os.cpu_count() or 1,
+    show_default="the number of cores",
+    help="Processes that fetch, each with its own event loop and connections.",
+)
+@click.option(
+    "--loop",
+    "loop_name",
+    type=click.Choice(LOOPS),
+    default="auto",
+    show_default=True,
+    help="Event loop: uvloop if installed (auto), or plain asyncio.",
+)
 def fetch(
     input_path: str,
     output: str,
@@ -247,6 +264,8 @@ def fetch(
     restart: bool,
     retry_failed: str | None,
     grace: float,
+    workers: int,
+    loop_name: str,
 ) -> None:
     """Fetch every URL in INPUT and write one record per distinct URL to OUTPUT.
 
@@ -292,6 +311,8 @@ def fetch(
             retry_failed=retry_failed,
             store_body=not no_body,
             bodies=bodies,
+            workers=min(workers, concurrency),
+            loop=loop_name,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -310,7 +331,7 @@ def fetch(
         headers=extra,
         user_agent=user_agent,
     )
-    _run(FetchJob(job, client), grace=grace, again=_again(sys.argv))
+    _run(FetchJob(job, client), grace=grace, again=_again(sys.argv), loop=loop_name)
 
 
 @cli.command()
@@ -351,7 +372,7 @@ def demo(output: str, count: int) -> None:
             timeouts=Timeouts(total=5, connect=2, read=2),
             retry=RetryPolicy(retries=2, backoff=0.2, retry_after_max=2),
         )
-        _run(FetchJob(Job(input=listing, output=output), client), grace=2, again="")
+        _run(FetchJob(Job(input=listing, output=output), client), grace=2, again="", loop="auto")
     click.echo(
         f"\nRecords: {output} (one JSON object per URL). Try:\n"
         f"  jq -c 'select(.ok | not) | {{url, error}}' {output} | head\n"
@@ -367,7 +388,7 @@ def _again(argv: list[str]) -> str:
     return " ".join(words)
 
 
-def _run(fetch_job: FetchJob, *, grace: float, again: str) -> None:
+def _run(fetch_job: FetchJob, *, grace: float, again: str, loop: str) -> None:
     """Run the job under signal handling; print the summary; exit with the right code."""
     received: list[signal.Signals] = []
 
@@ -397,7 +418,11 @@ def _run(fetch_job: FetchJob, *, grace: float, again: str) -> None:
     error: str | None = None
     code = 0
     try:
-        asyncio.run(main())
+        _loop.run(main(), loop)
+    except RuntimeError as exc:
+        if "uvloop is not installed" not in str(exc):
+            raise
+        error, code = str(exc), EXIT_USAGE
     except asyncio.CancelledError:
         pass
     except KeyboardInterrupt:
@@ -406,6 +431,8 @@ def _run(fetch_job: FetchJob, *, grace: float, again: str) -> None:
         leaf = _first_leaf(exc)
         if isinstance(leaf, InputError | OutputError):
             error, code = str(leaf), EXIT_USAGE
+        elif isinstance(leaf, WorkerError):
+            error, code = f"{leaf}; the records received are kept, run again to go on", 1
         elif isinstance(leaf, OSError):
             error, code = f"cannot go on: {leaf}", 1
         else:

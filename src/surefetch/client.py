@@ -251,6 +251,11 @@ class Client:
     def closed(self) -> bool:
         return self._closing
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """The headers sent with every request (User-Agent included)."""
+        return dict(self._headers)
+
     def _check(self) -> aiohttp.ClientSession:
         if self._closing:
             raise ClientStateError("this Client is closed")

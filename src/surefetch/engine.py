@@ -73,6 +73,37 @@ async def _as_async(items: Iterable[str | Item] | AsyncIterable[str | Item]) -> 
             yield item if isinstance(item, Item) else Item(item)
 
 
+async def admitted(
+    items: Iterable[str | Item] | AsyncIterable[str | Item],
+    emit: Emit,
+    stats: Stats,
+    *,
+    seen: UrlIndex | None,
+    done: UrlIndex | None,
+) -> AsyncIterator[tuple[Item, URL, str]]:
+    """The items worth fetching, with their parsed URL and host key (``name:port``).
+
+    Skips (and counts) repeated URLs and URLs in ``done``; emits the ``invalid_url``
+    record of a URL that cannot be fetched, right away.
+    """
+    async for item in _as_async(items):
+        stats.read += 1
+        url = item.url
+        if seen is not None and not seen.add(url):
+            stats.duplicates += 1
+            continue
+        if done is not None and url in done:
+            stats.already_done += 1
+            continue
+        try:
+            target = check_url(url)
+        except InvalidURLError as exc:
+            stats.failed += 1
+            await emit(failure_record(url, exc, meta=item.meta))
+            continue
+        yield item, target, f"{target.raw_host}:{target.port}"
+
+
 async def run(
     client: Client,
     items: Iterable[str | Item] | AsyncIterable[str | Item],
@@ -161,22 +192,7 @@ async def run(
 
     async def dispatch() -> None:
         nonlocal backlog
-        async for item in _as_async(items):
-            stats.read += 1
-            url = item.url
-            if seen is not None and not seen.add(url):
-                stats.duplicates += 1
-                continue
-            if done is not None and url in done:
-                stats.already_done += 1
-                continue
-            try:
-                target = check_url(url)
-                host = f"{target.raw_host}:{target.port}"
-            except InvalidURLError as exc:
-                stats.failed += 1
-                await emit(failure_record(url, exc, meta=item.meta))
-                continue
+        async for item, target, host in admitted(items, emit, stats, seen=seen, done=done):
             taken = active.get(host, 0)
             if taken < per_host:
                 active[host] = taken + 1

@@ -17,6 +17,7 @@ from ._index import UrlIndex
 from .bodies import BodyStore
 from .client import Client
 from .engine import Stats, run
+from .parallel import run_parallel
 from .record import Record
 from .sinks import JsonlSink, Resume, SqliteSink, open_sink, retry_filter
 from .sources import items
@@ -41,6 +42,8 @@ class Job:
       status classes and statuses: ``"read_timeout,5xx"``).
     - ``store_body``: put bodies in records; ``bodies``: a folder to store them in as
       files instead.
+    - ``workers``: processes that fetch (see :mod:`surefetch.parallel`); ``loop``: their
+      event loop (auto, uvloop, asyncio).
     """
 
     input: str
@@ -54,9 +57,13 @@ class Job:
     retry_failed: str | None = None
     store_body: bool = True
     bodies: str | None = None
+    workers: int = 1
+    loop: str = "auto"
 
     def __post_init__(self) -> None:
         retry_filter(self.retry_failed)  # raises ValueError for unknown words
+        if self.workers < 1:
+            raise ValueError(f"workers must be a whole number >= 1, got {self.workers}")
 
 
 @dataclass
@@ -102,27 +109,44 @@ class FetchJob:
             if on_record is not None:
                 on_record(record)
 
+        source = items(
+            job.input,
+            fmt=job.input_format,
+            url_column=job.url_column,
+            method=job.method,
+            data=job.data,
+        )
+        store_body = job.store_body and bodies is None
         try:
-            async with self.client, asyncio.TaskGroup() as tg:
+            async with asyncio.TaskGroup() as tg:
                 ticker = tg.create_task(_tick(sink))
-                source = items(
-                    job.input,
-                    fmt=job.input_format,
-                    url_column=job.url_column,
-                    method=job.method,
-                    data=job.data,
-                )
-                await run(
-                    self.client,
-                    source,
-                    emit,
-                    store_body=job.store_body and bodies is None,
-                    seen=seen,
-                    done=resume.done,
-                    stop=stop,
-                    bodies=bodies,
-                    stats=self.stats,
-                )
+                if job.workers > 1:
+                    await run_parallel(
+                        self.client,
+                        source,
+                        emit,
+                        workers=job.workers,
+                        store_body=store_body,
+                        seen=seen,
+                        done=resume.done,
+                        stop=stop,
+                        bodies=job.bodies,
+                        stats=self.stats,
+                        loop=job.loop,
+                    )
+                else:
+                    async with self.client:
+                        await run(
+                            self.client,
+                            source,
+                            emit,
+                            store_body=store_body,
+                            seen=seen,
+                            done=resume.done,
+                            stop=stop,
+                            bodies=bodies,
+                            stats=self.stats,
+                        )
                 ticker.cancel()
         finally:
             await sink.close()

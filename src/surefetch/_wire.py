@@ -1,0 +1,97 @@
+"""Messages between the main process and its worker processes (``--workers N``).
+
+Frames are a 4-byte big-endian length and a msgpack payload, over the workers'
+stdin (main -> worker) and stdout (worker -> main).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+
+from .record import Record
+
+__all__ = [
+    "Batch",
+    "Config",
+    "Done",
+    "End",
+    "Records",
+    "Stop",
+    "WireItem",
+    "frame",
+    "read_frame",
+]
+
+
+class WireItem(msgspec.Struct, array_like=True):
+    url: str
+    method: str | None = None
+    headers: dict[str, str] | None = None
+    data: bytes | None = None
+    meta: dict[str, Any] | None = None
+
+
+class Config(msgspec.Struct, tag=True):
+    """First message to a worker: how to build its Client and run."""
+
+    limits: dict[str, int]
+    timeouts: dict[str, float]
+    retry: dict[str, Any]
+    headers: dict[str, str]
+    user_agent: str
+    store_body: bool
+    bodies: str | None
+    loop: str
+
+
+class Batch(msgspec.Struct, tag=True):
+    """URLs to fetch."""
+
+    items: list[WireItem]
+
+
+class Stop(msgspec.Struct, tag=True):
+    """Start no new request; finish those in flight, report, exit."""
+
+
+class End(msgspec.Struct, tag=True):
+    """No more URLs will come: fetch what you have, report, exit."""
+
+
+class Records(msgspec.Struct, tag=True):
+    """Finished records, in completion order."""
+
+    records: list[Record]
+
+
+class Done(msgspec.Struct, tag=True):
+    """The worker's last message: how many URLs it was given but did not fetch."""
+
+    abandoned: int
+
+
+ToWorker = Config | Batch | Stop | End
+ToMain = Records | Done
+
+_encoder = msgspec.msgpack.Encoder()
+to_worker = msgspec.msgpack.Decoder(ToWorker)
+to_main = msgspec.msgpack.Decoder(ToMain)
+
+
+def frame(message: msgspec.Struct) -> bytes:
+    payload = _encoder.encode(message)
+    return len(payload).to_bytes(4, "big") + payload
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes | None:
+    """The next frame's payload, or None at a clean end of stream."""
+    try:
+        head = await reader.readexactly(4)
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise
+        return None
+    return await reader.readexactly(int.from_bytes(head, "big"))

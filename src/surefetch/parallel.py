@@ -1,0 +1,214 @@
+"""``--workers N``: the same run spread over N processes, each with its own event loop,
+Client and engine, so that every core works.
+
+The main process stays the only reader of the input and the only writer of the
+output: it dedupes, skips done URLs and rejects invalid ones exactly as the engine
+does, sends the rest to the workers in batches, and writes the records they send
+back. So resume, exactly-once records and graceful stops work as with one process.
+
+How the limits hold in total: each worker gets ``concurrency / N`` workers of its own.
+When ``per_host >= N``, every host may go to every worker and each worker allows
+``per_host // N`` requests per host; a URL goes to the worker with the least work
+outstanding. When ``per_host < N``, each host goes to one worker (by a hash of its
+name), which allows the full ``per_host``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterable, Iterable
+from dataclasses import asdict
+
+from ._index import UrlIndex, fingerprint
+from ._wire import Batch, Config, Done, End, Records, Stop, WireItem, frame, read_frame, to_main
+from .client import Client
+from .engine import Emit, Stats, admitted
+from .errors import SurefetchError
+from .sources import Item
+
+__all__ = ["WorkerError", "run_parallel"]
+
+#: URLs per message to a worker, and the longest a URL waits to be sent.
+_BATCH = 64
+_LINGER = 0.02
+
+
+class WorkerError(SurefetchError):
+    """A worker process died before finishing its work."""
+
+
+def _config(
+    client: Client, workers: int, spread: bool, store_body: bool, bodies: str | None, loop: str
+) -> Config:
+    limits = client.limits
+    concurrency = max(1, limits.concurrency // workers)
+    per_host = max(1, limits.per_host // workers) if spread else limits.per_host
+    retry = client.retry
+    return Config(
+        limits={
+            "concurrency": concurrency,
+            "per_host": min(per_host, concurrency),
+            "max_body": limits.max_body,
+            "max_redirects": limits.max_redirects,
+        },
+        timeouts=asdict(client.timeouts),
+        retry={
+            "retries": retry.retries,
+            "backoff": retry.backoff,
+            "backoff_max": retry.backoff_max,
+            "retry_after_max": retry.retry_after_max,
+            "statuses": sorted(retry.statuses),
+            "kinds": sorted(retry.kinds),
+            "methods": sorted(retry.methods),
+        },
+        headers={k: v for k, v in client.headers.items() if k != "User-Agent"},
+        user_agent=client.headers["User-Agent"],
+        store_body=store_body,
+        bodies=bodies,
+        loop=loop,
+    )
+
+
+async def run_parallel(
+    client: Client,
+    items: Iterable[str | Item] | AsyncIterable[str | Item],
+    emit: Emit,
+    *,
+    workers: int,
+    store_body: bool = True,
+    seen: UrlIndex | None = None,
+    done: UrlIndex | None = None,
+    stop: asyncio.Event | None = None,
+    bodies: str | None = None,
+    stats: Stats | None = None,
+    loop: str = "auto",
+) -> Stats:
+    """Like :func:`surefetch.run`, over ``workers`` processes. ``client`` gives the
+    settings (it is not opened here: each worker opens its own)."""
+    stats = stats if stats is not None else Stats()
+    seen = seen if seen is not None else UrlIndex()
+    stopping = stop if stop is not None else asyncio.Event()
+    spread = client.limits.per_host >= workers
+    config = frame(_config(client, workers, spread, store_body, bodies, loop))
+    credit = 4 * max(1, client.limits.concurrency // workers) + 2 * _BATCH
+    outstanding = [0] * workers
+    batches: list[list[WireItem]] = [[] for _ in range(workers)]
+    room = asyncio.Event()
+    procs: list[asyncio.subprocess.Process] = []
+    clean = False
+    try:
+        for _ in range(workers):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "surefetch._worker",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            assert proc.stdin is not None
+            proc.stdin.write(config)
+            procs.append(proc)
+
+        async def send(k: int) -> None:
+            batch = batches[k]
+            if batch:
+                batches[k] = []
+                stdin = procs[k].stdin
+                assert stdin is not None
+                stdin.write(frame(Batch(batch)))
+                await stdin.drain()
+
+        async def feed() -> None:
+            async for item, _target, host in admitted(items, emit, stats, seen=seen, done=done):
+                if spread:
+                    k = min(range(workers), key=outstanding.__getitem__)
+                else:
+                    k = fingerprint(host) % workers
+                while outstanding[k] >= credit:
+                    room.clear()
+                    await room.wait()
+                outstanding[k] += 1
+                batches[k].append(
+                    WireItem(
+                        item.url,
+                        item.method,
+                        dict(item.headers) if item.headers else None,
+                        item.data,
+                        item.meta,
+                    )
+                )
+                if len(batches[k]) >= _BATCH:
+                    await send(k)
+
+        async def linger() -> None:
+            while True:
+                await asyncio.sleep(_LINGER)
+                for k in range(workers):
+                    await send(k)
+
+        async def collect(k: int) -> None:
+            stdout = procs[k].stdout
+            assert stdout is not None
+            while (payload := await read_frame(stdout)) is not None:
+                message = to_main.decode(payload)
+                if isinstance(message, Records):
+                    for record in message.records:
+                        if record.ok:
+                            stats.ok += 1
+                        else:
+                            stats.failed += 1
+                        await emit(record)
+                    outstanding[k] -= len(message.records)
+                    room.set()
+                elif isinstance(message, Done):
+                    stats.abandoned += message.abandoned
+                    return
+            code = await procs[k].wait()
+            raise WorkerError(f"worker process {k + 1} of {workers} died (exit status {code})")
+
+        async with asyncio.TaskGroup() as tg:
+            collectors = [tg.create_task(collect(k)) for k in range(workers)]
+            ticker = tg.create_task(linger())
+            feeder = tg.create_task(feed())
+            halt = tg.create_task(stopping.wait())
+            await asyncio.wait((feeder, halt), return_when=asyncio.FIRST_COMPLETED)
+            finishing = feeder.done()  # else: asked to stop
+            if not finishing:
+                feeder.cancel()
+                await asyncio.wait((feeder,))
+            ticker.cancel()
+            halt.cancel()
+            for k, proc in enumerate(procs):
+                if finishing:
+                    await send(k)
+                else:
+                    stats.abandoned += len(batches[k])
+                assert proc.stdin is not None
+                proc.stdin.write(frame(End() if finishing else Stop()))
+                await proc.stdin.drain()
+            await asyncio.wait(collectors)
+        clean = True
+    finally:
+        await _reap(procs, kill=not clean)
+    return stats
+
+
+async def _reap(procs: list[asyncio.subprocess.Process], *, kill: bool) -> None:
+    """Make sure no worker outlives the run. After a clean end the workers are exiting
+    on their own; after an error or a cancellation they are killed at once (what they
+    held in flight is fetched by the next run)."""
+    for proc in procs:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        if proc.returncode is None and kill:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+    for proc in procs:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.shield(asyncio.wait_for(proc.wait(), 10))
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await asyncio.shield(proc.wait())

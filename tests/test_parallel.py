@@ -1,0 +1,121 @@
+"""--workers N: the same guarantees over several processes."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from .conftest import HOSTS, Server
+from .helpers import SUREFETCH, records, surefetch
+
+
+@pytest.mark.parametrize(("per_host", "concurrency"), [(4, 10), (1, 2)])
+async def test_limits_hold_in_total_over_workers(
+    slow_server: Server, tmp_path: Path, per_host: int, concurrency: int
+) -> None:
+    urls = [slow_server.url(f"/p/{h}-{i}", h) for i in range(40) for h in HOSTS]
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(urls + urls[:7]) + "\n")
+    out = tmp_path / "out.jsonl"
+    code, _, err = await surefetch(
+        "fetch",
+        str(src),
+        "-o",
+        str(out),
+        "--workers",
+        "2",
+        "--per-host",
+        str(per_host),
+        "--concurrency",
+        str(concurrency),
+    )
+    assert code == 0, err
+    recs = records(out)
+    assert sorted(r["url"] for r in recs) == sorted(urls)
+    assert all(r["ok"] for r in recs)
+    assert max(slow_server.tracker.peak.values()) <= per_host
+    assert slow_server.tracker.total_peak <= concurrency
+    assert all(n == 1 for n in slow_server.tracker.hits.values())
+
+
+async def test_resume_and_invalid_urls_with_workers(server: Server, tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    first = [server.url(f"/p/{i}") for i in range(100)]
+    src.write_text("\n".join([*first, "ftp://x/"]) + "\n")
+    out = tmp_path / "out.sqlite"
+    code, _, err = await surefetch("fetch", str(src), "-o", str(out), "--workers", "2")
+    assert code == 0, err
+    src.write_text("\n".join([*first, "ftp://x/", *(server.url(f"/p/q{i}") for i in range(50))]))
+    code, _, err = await surefetch("fetch", str(src), "-o", str(out), "--workers", "2")
+    assert code == 0, err
+    assert "50 records (50 ok, 0 failed)" in err
+    assert "101 URLs already had a record" in err
+
+
+async def test_ctrl_c_with_workers_is_graceful(slow_server: Server, tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(slow_server.url(f"/p/{i}") for i in range(5000)) + "\n")
+    out = tmp_path / "o.jsonl"
+    proc = await asyncio.create_subprocess_exec(
+        *SUREFETCH,
+        "fetch",
+        str(src),
+        "-o",
+        str(out),
+        "--workers",
+        "2",
+        "--per-host",
+        "16",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 20
+    while sum(slow_server.tracker.hits.values()) < 300 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 130, err.decode()
+    recs = records(out)
+    urls = [r["url"] for r in recs]
+    assert len(urls) == len(set(urls)) and all(r["ok"] for r in recs)
+    # Every request the server answered before the stop has its record.
+    assert len(urls) == sum(slow_server.tracker.hits.values())
+    assert not psutil.Process().children(recursive=True)
+
+
+async def test_a_dead_worker_stops_the_run_and_keeps_records(
+    slow_server: Server, tmp_path: Path
+) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(slow_server.url(f"/p/{i}") for i in range(5000)) + "\n")
+    out = tmp_path / "o.jsonl"
+    proc = await asyncio.create_subprocess_exec(
+        *SUREFETCH,
+        "fetch",
+        str(src),
+        "-o",
+        str(out),
+        "--workers",
+        "2",
+        "--per-host",
+        "16",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 20
+    while sum(slow_server.tracker.hits.values()) < 300 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    workers = psutil.Process(proc.pid).children()
+    assert len(workers) == 2
+    workers[0].kill()
+    _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 1, err.decode()
+    assert "worker process" in err.decode() and "died" in err.decode()
+    urls = [r["url"] for r in records(out)]
+    assert len(urls) == len(set(urls)) > 100
+    assert not psutil.Process().children(recursive=True)
