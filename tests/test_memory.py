@@ -47,6 +47,8 @@ def peak_kib(src: Path, out: Path) -> int:
         str(out),
         "--retries",
         "0",
+        "--workers",
+        "1",
     ]
     result = subprocess.run(
         [sys.executable, "-c", MEASURE, *cmd],

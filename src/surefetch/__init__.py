@@ -12,7 +12,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .client import DEFAULT_USER_AGENT, Client, Response, check_url
+from .client import DEFAULT_USER_AGENT, AttemptEvent, Client, Response, check_url
 from .engine import RecordStream, Stats, run
 from .errors import (
     KINDS,
@@ -46,6 +46,7 @@ from .sources import Item
 __all__ = [
     "DEFAULT_USER_AGENT",
     "KINDS",
+    "AttemptEvent",
     "BodyTooLargeError",
     "Client",
     "ClientStateError",

@@ -45,6 +45,8 @@ class Config(msgspec.Struct, tag=True):
     store_body: bool
     bodies: str | None
     loop: str
+    log_level: str
+    log_format: str
 
 
 class Batch(msgspec.Struct, tag=True):

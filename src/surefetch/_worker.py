@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 
-from . import _loop
+from . import _loop, logs
 from ._wire import Batch, Config, Done, End, Records, Stop, frame, read_frame, to_worker
 from .bodies import BodyStore
 from .client import Client
@@ -125,6 +125,7 @@ def main() -> None:
         payload += chunk
     config = to_worker.decode(payload)
     assert isinstance(config, Config)
+    logs.configure(config.log_level, config.log_format)
 
     async def start() -> None:
         reader, writer = await _pipes()

@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import re
+import shlex
 import signal
 import sys
 import tempfile
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import click
+from rich.console import Console
 
-from . import __version__, _loop
+from . import __version__, _loop, logs
 from ._loop import LOOPS
 from .client import DEFAULT_USER_AGENT, Client
 from .job import FetchJob, Job
+from .metrics import Metrics
+from .observe import Summary
 from .parallel import WorkerError
 from .policy import IDEMPOTENT_METHODS, Limits, RetryPolicy, Timeouts
+from .record import Record
+from .redact import redact_text
 from .sinks import FORMATS, OutputError, output_format
-from .sources import INPUT_FORMATS, InputError
+from .sources import INPUT_FORMATS, InputError, input_format
+from .view import InputTotal, LiveView, StatusLines
 
 __all__ = ["main"]
 
@@ -239,6 +246,38 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
     show_default=True,
     help="Event loop: uvloop if installed (auto), or plain asyncio.",
 )
+@click.option("-q", "--quiet", is_flag=True, help="No progress, status lines or summary.")
+@click.option(
+    "--status-every",
+    type=_POSITIVE,
+    default=10.0,
+    show_default=True,
+    help="When stderr is not a terminal: seconds between status lines.",
+)
+@click.option(
+    "--summary-json",
+    type=click.Path(dir_okay=False),
+    help="Also write the end-of-run summary as JSON to this file.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=1, max=65535),
+    help="Serve Prometheus metrics on 127.0.0.1:PORT while the run goes.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="warning",
+    show_default=True,
+    help="info: every retry and failure; debug: every record.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one object per event (url, attempt, kind, status, elapsed_ms).",
+)
 def fetch(
     input_path: str,
     output: str,
@@ -266,12 +305,19 @@ def fetch(
     grace: float,
     workers: int,
     loop_name: str,
+    quiet: bool,
+    status_every: float,
+    summary_json: str | None,
+    metrics_port: int | None,
+    log_level: str,
+    log_format: str,
 ) -> None:
     """Fetch every URL in INPUT and write one record per distinct URL to OUTPUT.
 
     INPUT is one URL per line, CSV with a header, or JSON lines objects ('-' for
     stdin). An existing OUTPUT is resumed: URLs that already have a record are skipped.
     """
+    logs.configure(log_level, log_format)
     if input_path != "-" and not os.path.isfile(input_path):
         raise click.UsageError(f"input file not found: {input_path}")
     if output != "-":
@@ -331,7 +377,15 @@ def fetch(
         headers=extra,
         user_agent=user_agent,
     )
-    _run(FetchJob(job, client), grace=grace, again=_again(sys.argv), loop=loop_name)
+    display = Display(
+        quiet=quiet,
+        status_every=status_every,
+        summary_json=summary_json,
+        metrics_port=metrics_port,
+    )
+    _run(
+        FetchJob(job, client), grace=grace, again=_again(sys.argv), loop=loop_name, display=display
+    )
 
 
 @cli.command()
@@ -372,7 +426,13 @@ def demo(output: str, count: int) -> None:
             timeouts=Timeouts(total=5, connect=2, read=2),
             retry=RetryPolicy(retries=2, backoff=0.2, retry_after_max=2),
         )
-        _run(FetchJob(Job(input=listing, output=output), client), grace=2, again="", loop="auto")
+        _run(
+            FetchJob(Job(input=listing, output=output), client),
+            grace=2,
+            again="",
+            loop="auto",
+            display=Display(),
+        )
     click.echo(
         f"\nRecords: {output} (one JSON object per URL). Try:\n"
         f"  jq -c 'select(.ok | not) | {{url, error}}' {output} | head\n"
@@ -382,15 +442,68 @@ def demo(output: str, count: int) -> None:
     )
 
 
+_SECRET_HEADER = re.compile(r"(?i)^\s*(authorization|proxy-authorization|cookie)\s*:")
+
+
 def _again(argv: list[str]) -> str:
-    """The command line to resume with: the same one, minus --restart."""
-    words = ["surefetch", *(a for a in argv[1:] if a != "--restart")]
+    """The command line to resume with: the same one, minus --restart and
+    --retry-failed, with secret header values and URL credentials masked."""
+    words = ["surefetch"]
+    after_retry_failed = False
+    for word in argv[1:]:
+        if after_retry_failed and not word.startswith("-"):
+            after_retry_failed = False
+            continue  # the option's own value, as click reads it
+        after_retry_failed = word == "--retry-failed"
+        if word == "--restart" or word.startswith("--retry-failed"):
+            continue
+        match = _SECRET_HEADER.match(word)
+        words.append(f"'{match.group(1)}: ***'" if match else redact_text(shlex.quote(word)))
     return " ".join(words)
 
 
-def _run(fetch_job: FetchJob, *, grace: float, again: str, loop: str) -> None:
-    """Run the job under signal handling; print the summary; exit with the right code."""
+@dataclass(frozen=True)
+class Display:
+    """How a run shows itself: live progress or status lines, summary, metrics."""
+
+    quiet: bool = False
+    status_every: float = 10.0
+    summary_json: str | None = None
+    metrics_port: int | None = None
+
+
+def _run(fetch_job: FetchJob, *, grace: float, again: str, loop: str, display: Display) -> None:
+    """Run the job under signal handling and its display; print the summary; exit with
+    the right code."""
     received: list[signal.Signals] = []
+    stats = fetch_job.stats
+    summary = Summary(started=fetch_job.started)
+    metrics = None
+    if display.metrics_port is not None:
+        try:
+            metrics = Metrics(display.metrics_port, stats)
+        except RuntimeError as exc:
+            _fail(str(exc))
+        except OSError as exc:
+            _fail(f"cannot serve metrics on 127.0.0.1:{display.metrics_port}: {exc.strerror}")
+    job = fetch_job.job
+    total = InputTotal(job.input, header=input_format(job.input, job.input_format) == "csv")
+    view: LiveView | StatusLines | None = None
+    console = Console(stderr=True)
+    if not display.quiet:
+        if console.is_terminal:
+            view = LiveView(summary, stats, total, console)
+        else:
+            view = StatusLines(summary, stats, total, display.status_every, sys.stderr)
+
+    def on_record(record: Record) -> None:
+        summary.add(record)
+        if metrics is not None:
+            metrics.observe(record)
+
+    fetch_job.on_record = on_record
+    if view is not None:
+        fetch_job.watch = view.update
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -402,10 +515,11 @@ def _run(fetch_job: FetchJob, *, grace: float, again: str, loop: str) -> None:
             received.append(sig)
             if len(received) == 1:
                 stop.set()
-                click.echo(
+                console.print(
                     f"surefetch: {sig.name}: finishing the requests in flight (up to {grace:g} s);"
                     " press Ctrl-C again to stop at once",
-                    err=True,
+                    highlight=False,
+                    markup=False,
                 )
                 loop.call_later(grace, task.cancel)
             else:
@@ -437,9 +551,26 @@ def _run(fetch_job: FetchJob, *, grace: float, again: str, loop: str) -> None:
             error, code = f"cannot go on: {leaf}", 1
         else:
             raise
+    finally:
+        if view is not None:
+            view.close()
+        if metrics is not None:
+            metrics.close()
     if received and not code:
         code = _EXIT_BY_SIGNAL[received[0]]
-    _summarise(fetch_job, interrupted=bool(received), again=again)
+    interrupted = bool(received)
+    if not display.quiet or interrupted:
+        _summarise(fetch_job, interrupted=interrupted, again=again)
+    if not display.quiet and summary.records:
+        click.echo(summary.render(), err=True)
+    if display.summary_json is not None:
+        data = summary.as_dict(stats)
+        data["output"] = job.output
+        data["interrupted"] = interrupted
+        data["error"] = error
+        with open(display.summary_json, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
     if error is not None:
         click.echo(f"surefetch: error: {error}", err=True)
     if code:
@@ -497,9 +628,7 @@ def _fail(message: str, *, code: int = EXIT_USAGE) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``surefetch`` command."""
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure()
     try:
         cli.main(args=argv, prog_name="surefetch", standalone_mode=False)
     except click.UsageError as exc:

@@ -10,9 +10,10 @@ import json as _json
 import logging
 import ssl as _ssl
 import time
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from .engine import RecordStream
     from .sources import Item
 
-__all__ = ["DEFAULT_USER_AGENT", "Client", "Response", "check_url"]
+__all__ = ["DEFAULT_USER_AGENT", "AttemptEvent", "Client", "Response", "check_url"]
 
 log = logging.getLogger("surefetch.client")
 
@@ -161,6 +162,27 @@ class Response:
         return f"<Response {self.status} {self.url} {len(self.body)} bytes>"
 
 
+@dataclass(frozen=True, slots=True)
+class AttemptEvent:
+    """One step of one request, for ``Client(on_event=...)``.
+
+    - ``start``: attempt number ``attempt`` is about to be sent.
+    - ``finish``: it ended, with ``status`` (a response) or ``kind`` (an error kind),
+      after ``elapsed`` seconds.
+    - ``retry``: another attempt follows after ``delay`` seconds, because of
+      ``kind`` or ``status``.
+    """
+
+    type: Literal["start", "finish", "retry"]
+    url: str
+    method: str
+    attempt: int
+    status: int | None = None
+    kind: str | None = None
+    elapsed: float | None = None
+    delay: float | None = None
+
+
 class Client:
     """An HTTP client that owns one aiohttp session and connector for its whole life.
 
@@ -181,12 +203,15 @@ class Client:
         headers: Mapping[str, str] | None = None,
         user_agent: str = DEFAULT_USER_AGENT,
         ssl: _ssl.SSLContext | bool = True,
+        on_event: Callable[[AttemptEvent], None] | None = None,
     ) -> None:
         self.limits = limits or Limits()
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
         self._headers = {"User-Agent": user_agent, **(headers or {})}
         self._ssl = ssl
+        #: Called with every :class:`AttemptEvent` (e.g. to export metrics).
+        self.on_event = on_event
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
@@ -218,6 +243,11 @@ class Client:
             raise_for_status=False,
             trust_env=False,
         )
+        # aiohttp silently resends an idempotent request once when the connection
+        # drops or resets before the response; the retry policy is the only retry
+        # here, so that ``attempts`` counts every request sent. (There is no public
+        # switch; aiohttp's own test client turns it off the same way.)
+        self._session._retry_connection = False
         self._idle.set()
         return self
 
@@ -293,6 +323,11 @@ class Client:
         started = time.monotonic()
         try:
             target = check_url(url)
+            if target.raw_user is not None and self._has_authorization(headers):
+                raise InvalidURLError(
+                    "the URL carries credentials and an Authorization header is set too;"
+                    " use one of them"
+                )
         except InvalidURLError as exc:
             _annotate(exc, 0, started)
             raise
@@ -308,6 +343,10 @@ class Client:
             if self._inflight == 0:
                 self._idle.set()
 
+    def _has_authorization(self, headers: Mapping[str, str] | None) -> bool:
+        names = [*self._headers, *(headers or ())]
+        return any(name.lower() == "authorization" for name in names)
+
     async def _with_retries(
         self,
         session: aiohttp.ClientSession,
@@ -318,24 +357,57 @@ class Client:
         started: float,
     ) -> Response:
         retry = self.retry
+        on_event = self.on_event
         attempts = 0
+        began = 0.0
+        kind: str | None
+        status: int | None
         while True:
             attempts += 1
+            if on_event is not None:
+                on_event(AttemptEvent("start", str(url), method, attempts))
+                began = time.monotonic()
             try:
                 response = await self._attempt(session, method, url, headers, data)
             except FetchError as exc:
-                delay = retry.delay(attempts, method=method, kind=exc.kind)
+                kind, status = exc.kind, exc.status
+                if on_event is not None:
+                    took = time.monotonic() - began
+                    on_event(AttemptEvent("finish", str(url), method, attempts, status, kind, took))
+                delay = retry.delay(attempts, method=method, kind=kind)
                 if delay is None or self._closing:
                     _annotate(exc, attempts, started)
                     raise
             else:
+                kind, status = None, response.status
+                if on_event is not None:
+                    took = time.monotonic() - began
+                    on_event(AttemptEvent("finish", str(url), method, attempts, status, None, took))
                 delay = retry.delay(
-                    attempts, method=method, status=response.status, headers=response.headers
+                    attempts, method=method, status=status, headers=response.headers
                 )
                 if delay is None or self._closing:
                     response.attempts = attempts
                     response.elapsed = time.monotonic() - started
                     return response
+            if on_event is not None:
+                on_event(
+                    AttemptEvent("retry", str(url), method, attempts, status, kind, None, delay)
+                )
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "retrying %s after %s in %.2f s",
+                    url,
+                    kind or f"HTTP {status}",
+                    delay,
+                    extra={
+                        "url": str(url),
+                        "attempt": attempts,
+                        "kind": kind,
+                        "status": status,
+                        "delay": round(delay, 3),
+                    },
+                )
             await asyncio.sleep(delay)
 
     async def _attempt(

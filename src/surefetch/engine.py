@@ -31,6 +31,7 @@ from .bodies import BodyStore
 from .client import check_url
 from .errors import ClientStateError, FetchError, InternalError, InvalidURLError
 from .record import Record, failure_record, response_record
+from .redact import redact_url
 from .sources import Item
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ class Stats:
     failed: int = 0
     #: Items read but not fetched because the run was asked to stop.
     abandoned: int = 0
+    #: URLs being fetched right now (retry waits included).
+    in_flight: int = 0
 
     @property
     def records(self) -> int:
@@ -89,10 +92,11 @@ async def admitted(
     async for item in _as_async(items):
         stats.read += 1
         url = item.url
-        if seen is not None and not seen.add(url):
+        key = redact_url(url)  # what the record will say, so resume can match it
+        if seen is not None and not seen.add(key):
             stats.duplicates += 1
             continue
-        if done is not None and url in done:
+        if done is not None and key in done:
             stats.already_done += 1
             continue
         try:
@@ -146,6 +150,7 @@ async def run(
     room = asyncio.Event()
 
     async def fetch(item: Item, target: URL) -> None:
+        stats.in_flight += 1
         try:
             response = await client.request(
                 item.method or "GET",
@@ -163,6 +168,8 @@ async def run(
             record = response_record(
                 item.url, response, store_body=store_body, meta=item.meta, bodies=bodies
             )
+        finally:
+            stats.in_flight -= 1
         if record.ok:
             stats.ok += 1
         else:

@@ -8,6 +8,7 @@ record durable in batches.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from .sinks import JsonlSink, Resume, SqliteSink, open_sink, retry_filter
 from .sources import items
 
 __all__ = ["FetchJob", "Job"]
+
+log = logging.getLogger("surefetch.job")
 
 #: How often buffered records are checked for being due for a durable commit.
 _TICK = 0.25
@@ -72,8 +75,11 @@ class FetchJob:
 
     job: Job
     client: Client
-    #: Called with every record after the sink took it (e.g. for progress display).
+    #: Called with every record after the sink took it (e.g. to count outcomes).
     on_record: Callable[[Record], None] | None = None
+    #: Called every ``watch_every`` seconds while the run goes (e.g. to redraw progress).
+    watch: Callable[[], None] | None = None
+    watch_every: float = 0.25
     stats: Stats = field(default_factory=Stats)
     kinds: Counter[str] = field(default_factory=Counter)
     resume: Resume | None = None
@@ -103,8 +109,13 @@ class FetchJob:
         on_record = self.on_record
 
         async def emit(record: Record) -> None:
-            if record.error is not None:
-                kinds[record.error.kind] += 1
+            error = record.error
+            if error is not None:
+                kinds[error.kind] += 1
+                if log.isEnabledFor(logging.INFO):
+                    _log_record(logging.INFO, "failed %s: %s", record)
+            elif log.isEnabledFor(logging.DEBUG):
+                _log_record(logging.DEBUG, "fetched %s: HTTP %s", record)
             await sink.write(record)
             if on_record is not None:
                 on_record(record)
@@ -119,7 +130,9 @@ class FetchJob:
         store_body = job.store_body and bodies is None
         try:
             async with asyncio.TaskGroup() as tg:
-                ticker = tg.create_task(_tick(sink))
+                tickers = [tg.create_task(_tick(sink))]
+                if self.watch is not None:
+                    tickers.append(tg.create_task(_every(self.watch_every, self.watch)))
                 if job.workers > 1:
                     await run_parallel(
                         self.client,
@@ -147,7 +160,8 @@ class FetchJob:
                             bodies=bodies,
                             stats=self.stats,
                         )
-                ticker.cancel()
+                for ticker in tickers:
+                    ticker.cancel()
         finally:
             await sink.close()
         self.completed = stop is None or not stop.is_set()
@@ -158,6 +172,29 @@ class FetchJob:
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+
+def _log_record(level: int, message: str, record: Record) -> None:
+    detail = record.error.message if record.error else record.status
+    log.log(
+        level,
+        message,
+        record.url,
+        detail,
+        extra={
+            "url": record.url,
+            "attempt": record.attempts,
+            "kind": record.error.kind if record.error else None,
+            "status": record.status,
+            "elapsed_ms": record.elapsed_ms,
+        },
+    )
+
+
+async def _every(seconds: float, call: Callable[[], None]) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        call()
 
 
 async def _tick(sink: JsonlSink | SqliteSink) -> None:

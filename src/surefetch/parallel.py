@@ -21,6 +21,7 @@ import sys
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import asdict
 
+from . import logs
 from ._index import UrlIndex, fingerprint
 from ._wire import Batch, Config, Done, End, Records, Stop, WireItem, frame, read_frame, to_main
 from .client import Client
@@ -68,6 +69,8 @@ def _config(
         store_body=store_body,
         bodies=bodies,
         loop=loop,
+        log_level=logs.settings()[0],
+        log_format=logs.settings()[1],
     )
 
 
@@ -130,6 +133,7 @@ async def run_parallel(
                     room.clear()
                     await room.wait()
                 outstanding[k] += 1
+                stats.in_flight += 1
                 batches[k].append(
                     WireItem(
                         item.url,
@@ -161,9 +165,12 @@ async def run_parallel(
                             stats.failed += 1
                         await emit(record)
                     outstanding[k] -= len(message.records)
+                    stats.in_flight -= len(message.records)
                     room.set()
                 elif isinstance(message, Done):
                     stats.abandoned += message.abandoned
+                    stats.in_flight -= outstanding[k]
+                    outstanding[k] = 0
                     return
             code = await procs[k].wait()
             raise WorkerError(f"worker process {k + 1} of {workers} died (exit status {code})")

@@ -12,6 +12,7 @@ import msgspec
 from .bodies import BodyStore
 from .client import Response
 from .errors import FetchError, HTTPStatusError
+from .redact import redact_text, redact_url
 
 __all__ = ["ErrorInfo", "Record", "decode", "encode", "failure_record", "response_record"]
 
@@ -25,6 +26,9 @@ class ErrorInfo(msgspec.Struct, frozen=True):
 
 class Record(msgspec.Struct, kw_only=True):
     """What happened to one URL. Written as one JSON object per line.
+
+    URL credentials (``user:password@``) never reach a record: ``url``, ``final_url``
+    and error messages have them replaced by ``***``.
 
     ``body`` holds the body as text when it decodes by the response charset (else
     UTF-8); otherwise ``body_b64`` holds it base64-encoded. Both are absent when
@@ -92,8 +96,8 @@ def response_record(
     ok = response.ok
     digest = hashlib.sha256(body).hexdigest()
     record = Record(
-        url=url,
-        final_url=str(response.url),
+        url=redact_url(url),
+        final_url=redact_url(str(response.url)),
         ok=ok,
         status=response.status,
         error=None
@@ -123,11 +127,11 @@ def response_record(
 def failure_record(url: str, error: FetchError, *, meta: dict[str, Any] | None = None) -> Record:
     """The record of a URL that got no usable response."""
     record = Record(
-        url=url,
-        final_url=error.final_url,
+        url=redact_url(url),
+        final_url=redact_url(error.final_url) if error.final_url else None,
         ok=False,
         status=error.status,
-        error=ErrorInfo(error.kind, error.message),
+        error=ErrorInfo(error.kind, redact_text(error.message)),
         attempts=error.attempts,
         redirects=error.redirects,
         elapsed_ms=round(error.elapsed * 1000, 3),

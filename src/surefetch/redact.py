@@ -1,0 +1,56 @@
+"""Hide the credentials that URLs may carry (``http://user:password@host/``).
+
+Input URLs sometimes hold a user name and password in their userinfo part. Whatever
+surefetch shows to people (reports, logs, summaries) must not repeat them, so every
+such place passes URLs and free text through these two functions.
+
+The userinfo is everything between ``scheme://`` and the *last* ``@`` before the end
+of the authority (the first ``/``, ``?``, ``#`` or white space). Taking the last ``@``
+is what :func:`urllib.parse.urlsplit` (and so yarl and aiohttp) does with a sloppy
+``http://user:p@ss@host/``: the host is ``host``, so all of ``user:p@ss`` is hidden.
+Any scheme is covered, not only http(s): an ``ftp://user:pw@host/`` in an input file
+ends up in an ``invalid_url`` record's URL and message just the same.
+
+When in doubt the functions hide too much rather than too little: a ``@`` later in the
+same authority-like run of characters makes everything before it count as userinfo.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+__all__ = ["MASK", "redact_text", "redact_url"]
+
+#: What replaces the userinfo.
+MASK: Final = "***"
+
+# scheme "://" then the longest run of authority characters that ends in "@". The run
+# stops at the characters that end an authority ("/", "?", "#"), at white space, and
+# at characters that cannot be in a URL but often surround one in prose or markup
+# (quotes, angle brackets, backticks). A single quote is allowed in userinfo by RFC
+# 3986, so it does not stop the run: better to hide a bit of prose than a password.
+_USERINFO: Final = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#\"<>`]*@")
+
+
+def redact_text(text: str) -> str:
+    """Replace the userinfo of every ``scheme://user:pass@host`` URL inside ``text``.
+
+    ``"GET http://bob:s3cret@example.com/x failed"`` becomes
+    ``"GET http://***@example.com/x failed"``. Text without such URLs is returned
+    unchanged (the same object), so calling it on every message is cheap.
+    """
+    if "@" not in text:
+        return text
+    return _USERINFO.sub(rf"\g<1>{MASK}@", text)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its userinfo (``user:password@``) replaced by ``***@``.
+
+    ``"https://bob:s3cret@example.com/a?b=1"`` becomes ``"https://***@example.com/a?b=1"``.
+    URLs nested inside it (``http://h/?next=http://u:p@other/``) are redacted too, and
+    malformed URLs are handled like free text, so the result is safe to show whatever
+    the input was.
+    """
+    return redact_text(url)
