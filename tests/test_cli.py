@@ -276,3 +276,21 @@ async def test_grace_period_lets_requests_in_flight_finish(server: Server, tmp_p
     # The request in flight finished and got its record; nothing new was started.
     assert [r["url"] for r in records(out)] == [server.url("/sleep/1")]
     assert sum(server.tracker.hits.values()) == 1
+
+
+async def test_pure_python_aiohttp_parser_is_reported_loudly() -> None:
+    env = {**os.environ, "AIOHTTP_NO_EXTENSIONS": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import surefetch",
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert "pure-Python HTTP parser" in err.decode()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import surefetch", stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert err.decode() == ""

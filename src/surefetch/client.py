@@ -43,6 +43,21 @@ DEFAULT_USER_AGENT: Final = f"surefetch/{__version__} (+aiohttp)"
 _NO_ENCODING: Final = frozenset({"", "identity"})
 
 
+def _warn_if_slow_parser() -> None:
+    """aiohttp without its C extensions parses responses about twice as slowly: say so
+    loudly, once (AIOHTTP_NO_EXTENSIONS set, or a platform without wheels)."""
+    from aiohttp import http_parser
+
+    if http_parser.HttpResponseParser is http_parser.HttpResponseParserPy:
+        log.warning(
+            "aiohttp is using its pure-Python HTTP parser (no C extensions): surefetch"
+            " will be much slower; unset AIOHTTP_NO_EXTENSIONS or install a binary wheel"
+        )
+
+
+_warn_if_slow_parser()
+
+
 def _has_control(url: str) -> bool:
     return any(ch <= " " or ch == "\x7f" for ch in url)
 
