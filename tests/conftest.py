@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+pytest_plugins = ["tests.faults"]
+
 
 @dataclass
 class Tracker:

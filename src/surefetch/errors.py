@@ -37,6 +37,7 @@ import ssl
 from typing import ClassVar, Final
 
 import aiohttp
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, PayloadEncodingError
 
 __all__ = [
     "KINDS",
@@ -242,6 +243,7 @@ KINDS: Final[tuple[str, ...]] = tuple(
 )
 
 _RESET_ERRNOS: Final = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+_RESET_TYPES: Final = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
 def _text(exc: BaseException) -> str:
@@ -259,6 +261,43 @@ def _root(exc: BaseException) -> BaseException:
         exc = nxt
         seen += 1
     return exc
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes (or contexts), outermost first; at most 10."""
+    links = [exc]
+    while len(links) < 10:
+        nxt = links[-1].__cause__ or links[-1].__context__
+        if nxt is None:
+            break
+        links.append(nxt)
+    return links
+
+
+def _is_body_error(exc: BaseException) -> bool:
+    """Whether a parser error is about the body (its length, chunks or encoding).
+
+    The C parser raises a chunk error from the same call that parsed the head when
+    both arrive in one read, so aiohttp reports it as a bad head; and it gives chunk
+    errors only the generic BadHttpMessage type, telling them apart by the reason.
+    """
+    for link in _chain(exc):
+        if isinstance(link, PayloadEncodingError):
+            return True
+        if isinstance(link, BadHttpMessage):
+            reason = link.message.split(":\n", 1)[0]
+            if "chunk" in reason.lower():
+                return True
+    return False
+
+
+def _is_reset(exc: BaseException) -> bool:
+    """Whether a body error was caused by a TCP reset. aiohttp keeps the connection's
+    error only at the end of the message: "... . ConnectionResetError(104, ...)"."""
+    if any(isinstance(link, _RESET_TYPES) for link in _chain(exc)):
+        return True
+    tail = str(exc).rsplit(". ", 1)[-1]
+    return tail.startswith(tuple(f"{kind.__name__}(" for kind in _RESET_TYPES))
 
 
 def classify(exc: BaseException, *, total_timeout_expired: bool = False) -> FetchError:
@@ -314,9 +353,14 @@ def classify(exc: BaseException, *, total_timeout_expired: bool = False) -> Fetc
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return ServerDisconnectedError("server closed the connection without a complete response")
     if isinstance(exc, aiohttp.ClientPayloadError):
+        if _is_reset(exc):
+            return PeerResetError(f"connection reset by the server mid-body: {_text(exc)}")
         return PayloadError(f"response body is broken: {_text(_root(exc))}")
-    if isinstance(exc, aiohttp.ClientResponseError):
-        # raise_for_status is never used, so this is the parser rejecting the head.
+    if isinstance(exc, aiohttp.ClientResponseError | HttpProcessingError):
+        # raise_for_status is never used, so this is the parser rejecting the response
+        # (the pure-Python parser lets its own HttpProcessingError through unwrapped).
+        if _is_body_error(exc):
+            return PayloadError(f"response body is broken: {exc.message}")
         return ProtocolError(f"malformed response: {exc.message}")
     if isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
         return PeerResetError(f"connection reset by the server: {_text(exc)}")

@@ -1,0 +1,759 @@
+"""Every error kind, provoked for real against local servers and checked exactly.
+
+Each test asserts the exception class raised by ``Client.get`` (the exact class, not
+a subclass), the record's ``error.kind`` from ``Client.fetch_many``, ``attempts``
+(against the requests or connections the server saw, where there is a server) and a
+bound on the time taken. Retrying tests use a tiny backoff to stay fast.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import psutil
+import pytest
+from aiohttp import http_parser
+from yarl import URL
+
+from surefetch import (
+    KINDS,
+    BodyTooLargeError,
+    Client,
+    ConnectFailedError,
+    ConnectRefusedError,
+    ConnectTimeoutError,
+    DNSError,
+    FetchError,
+    HTTPStatusError,
+    InternalError,
+    InvalidURLError,
+    Limits,
+    PayloadError,
+    PeerResetError,
+    ProtocolError,
+    ReadTimeoutError,
+    Record,
+    RedirectBlockedError,
+    RetryPolicy,
+    ServerDisconnectedError,
+    Timeouts,
+    TLSError,
+    TooManyRedirectsError,
+    TotalTimeoutError,
+)
+from surefetch.errors import classify
+
+from .faults import Blackhole, FaultServer, TLSServer, gzip_bomb
+
+pytestmark = pytest.mark.timeout(30)
+
+#: Whether aiohttp parses with its C extension (the default) or in pure Python
+#: (AIOHTTP_NO_EXTENSIONS=1, PyPy): they fail differently on a broken chunk.
+C_PARSER = http_parser.HttpResponseParser is not http_parser.HttpResponseParserPy
+
+MiB = 1024 * 1024
+#: Timeouts for tests that should never wait: a hang shows as a failure, not a stall.
+QUICK = Timeouts(total=10, connect=5, read=5)
+
+
+def retries(n: int, **kwargs: Any) -> RetryPolicy:
+    """A retry policy with ``n`` retries and (almost) no waiting between them."""
+    return RetryPolicy(retries=n, backoff=0.01, backoff_max=0.01, **kwargs)
+
+
+# -- guards ----------------------------------------------------------------------
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def no_unclosed() -> Iterator[None]:
+    """Fail the test on any ResourceWarning ("Unclosed client session", unclosed
+    transport, ...) or any asyncio/aiohttp error log (unclosed objects, exceptions
+    never retrieved, tasks destroyed while pending), garbage collection included."""
+    handler = _Collect()
+    loggers = [logging.getLogger(name) for name in ("asyncio", "aiohttp")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+            gc.collect()
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    bad = [
+        str(w.message)
+        for w in caught
+        if issubclass(w.category, ResourceWarning) or "nclosed" in str(w.message)
+    ]
+    bad += [r.getMessage() for r in handler.records if r.levelno >= logging.WARNING]
+    assert bad == []
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    error: FetchError  #: what ``get`` raised
+    elapsed: float  #: wall time of ``get``
+    record: Record  #: the record ``fetch_many`` made for the same URL
+    record_elapsed: float  #: wall time of ``fetch_many``
+
+
+async def fails_as(
+    url: str,
+    cls: type[FetchError],
+    *,
+    attempts: int,
+    server: FaultServer | None = None,
+    within: tuple[float, float] = (0.0, 2.0),
+    **client_kwargs: Any,
+) -> Outcome:
+    """Fetch ``url`` with ``get`` and again with ``fetch_many``; check that both fail
+    as exactly ``cls`` after ``attempts`` requests, in ``within`` seconds each; if
+    ``server`` is given, that it saw ``attempts`` requests to the URL's path each time.
+    """
+    client_kwargs.setdefault("timeouts", QUICK)
+    path = URL(url).path if server is not None else ""
+    async with Client(**client_kwargs) as client:
+        started = time.monotonic()
+        with pytest.raises(FetchError) as info:
+            await client.get(url)
+        elapsed = time.monotonic() - started
+        error = info.value
+        assert type(error) is cls, f"{type(error).__name__}: {error}"
+        assert error.kind == cls.kind
+        assert error.attempts == attempts
+        assert within[0] <= elapsed <= within[1], elapsed
+        assert error.elapsed <= elapsed
+        if server is not None:
+            assert server.hits[path] == attempts
+
+        started = time.monotonic()
+        records = [record async for record in client.fetch_many([url])]
+        record_elapsed = time.monotonic() - started
+    assert len(records) == 1
+    record = records[0]
+    assert record.url == url
+    assert record.ok is False
+    assert record.error is not None
+    assert record.error.kind == cls.kind, record.error
+    assert record.attempts == attempts
+    assert within[0] <= record_elapsed <= within[1], record_elapsed
+    assert record.elapsed_ms / 1000 <= record_elapsed
+    if server is not None:
+        assert server.hits[path] == 2 * attempts
+    return Outcome(error, elapsed, record, record_elapsed)
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 with nothing listening (bound, then closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def rss() -> int:
+    return int(psutil.Process(os.getpid()).memory_info().rss)
+
+
+# -- the list itself -------------------------------------------------------------
+
+
+def test_every_kind_has_a_test_here() -> None:
+    names = [name for name in globals() if name.startswith("test_")]
+    missing = [kind for kind in KINDS if not any(n.startswith(f"test_{kind}") for n in names)]
+    assert missing == []
+    assert len(KINDS) == 17
+
+
+# -- invalid_url -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "127.0.0.1/no-scheme",
+        "ftp://127.0.0.1/file",
+        "http://",
+        "http://127.0.0.1:99999/",
+        "http://127.0.0.1/has space",
+        "http://127.0.0.1/\x00",
+    ],
+)
+async def test_invalid_url_is_rejected_before_anything_is_sent(
+    fault_server: FaultServer, url: str
+) -> None:
+    await fails_as(url, InvalidURLError, attempts=0, within=(0.0, 0.5), retry=retries(3))
+    assert fault_server.connections == 0
+
+
+# -- connect phase -----------------------------------------------------------------
+
+
+async def test_dns_error_for_a_name_under_the_reserved_invalid_tld() -> None:
+    # .invalid never resolves (RFC 2606); the resolver answers locally, without network.
+    outcome = await fails_as(
+        "http://nothing.invalid/", DNSError, attempts=2, within=(0.0, 2.0), retry=retries(1)
+    )
+    cause = outcome.error.__cause__
+    assert isinstance(cause, aiohttp.ClientConnectorDNSError)
+
+
+async def test_connect_refused_on_a_port_nobody_listens_on() -> None:
+    url = f"http://127.0.0.1:{free_port()}/"
+    outcome = await fails_as(
+        url, ConnectRefusedError, attempts=2, within=(0.0, 1.0), retry=retries(1)
+    )
+    cause = outcome.error.__cause__
+    assert isinstance(cause, aiohttp.ClientConnectorError)
+    assert cause.errno == errno.ECONNREFUSED
+
+
+async def test_connect_error_for_the_loopback_broadcast_address() -> None:
+    # 127.255.255.255 is the broadcast address of lo's 127/8: connect() fails at once
+    # with ENETUNREACH, an OSError that is not a refusal.
+    url = f"http://127.255.255.255:{free_port()}/"
+    outcome = await fails_as(url, ConnectFailedError, attempts=2, retry=retries(1))
+    cause = outcome.error.__cause__
+    assert type(cause) is aiohttp.ClientConnectorError
+    assert cause.errno == errno.ENETUNREACH
+
+
+async def test_connect_timeout_when_the_accept_queue_is_full(blackhole: Blackhole) -> None:
+    assert blackhole.check(), "connect() to the full accept queue did not hang here"
+    outcome = await fails_as(
+        blackhole.url(),
+        ConnectTimeoutError,
+        attempts=2,
+        within=(0.55, 2.5),
+        retry=retries(1),
+        timeouts=Timeouts(total=10, connect=0.3, read=5),
+    )
+    assert isinstance(outcome.error.__cause__, aiohttp.ConnectionTimeoutError)
+
+
+def test_connect_timeout_classifier() -> None:
+    error = classify(aiohttp.ConnectionTimeoutError("Connection timeout to host x"))
+    assert type(error) is ConnectTimeoutError
+    # A bare TimeoutError is a read timeout unless the total deadline fired.
+    assert type(classify(TimeoutError())) is ReadTimeoutError
+    assert type(classify(TimeoutError(), total_timeout_expired=True)) is TotalTimeoutError
+
+
+# -- TLS ---------------------------------------------------------------------------
+
+
+async def test_tls_error_for_an_untrusted_certificate_is_not_retried(
+    tls_server: TLSServer,
+) -> None:
+    outcome = await fails_as(tls_server.url(), TLSError, attempts=1, retry=retries(3))
+    assert isinstance(outcome.error.__cause__, aiohttp.ClientConnectorCertificateError)
+    assert "CERTIFICATE_VERIFY_FAILED" in outcome.error.message
+    # One handshake per call, none of which got a request through.
+    await tls_server.idle()
+    assert tls_server.connections == 2
+    assert len(tls_server.handshake_errors) == 2
+    assert tls_server.requests == 0
+
+
+async def test_tls_error_for_a_certificate_of_another_host() -> None:
+    # The certificate names 127.0.0.1; the server is reached as 127.0.0.2.
+    async with TLSServer(host="127.0.0.2", cert_for="127.0.0.1") as server:
+        outcome = await fails_as(
+            server.url(), TLSError, attempts=1, retry=retries(3), ssl=server.client_context()
+        )
+        assert "IP address mismatch" in outcome.error.message
+        assert server.connections == 2
+        assert server.requests == 0
+
+
+async def test_tls_error_for_https_to_a_plain_http_port(fault_server: FaultServer) -> None:
+    url = f"https://127.0.0.1:{fault_server.port}/ok"
+    await fails_as(url, TLSError, attempts=1, retry=retries(3))
+    assert fault_server.connections == 2
+
+
+async def test_tls_with_the_ca_trusted_fetches(tls_server: TLSServer) -> None:
+    async with Client(ssl=tls_server.client_context(), timeouts=QUICK) as client:
+        response = await client.get(tls_server.url("/secure"))
+        records = [record async for record in client.fetch_many([tls_server.url("/again")])]
+    assert response.status == 200
+    assert response.body == b"secure"
+    assert response.attempts == 1
+    assert records[0].ok is True
+    assert records[0].error is None
+    assert tls_server.requests == 2
+
+
+# -- timeouts ----------------------------------------------------------------------
+
+
+async def test_read_timeout_when_the_server_never_answers(fault_server: FaultServer) -> None:
+    await fails_as(
+        fault_server.url("/hang"),
+        ReadTimeoutError,
+        attempts=2,
+        server=fault_server,
+        within=(0.6, 2.0),
+        retry=retries(1),
+        timeouts=Timeouts(total=10, connect=5, read=0.3),
+    )
+
+
+async def test_read_timeout_when_the_body_stalls(fault_server: FaultServer) -> None:
+    # One byte every second: the gap exceeds read=0.3 right after the first byte.
+    await fails_as(
+        fault_server.url("/drip?interval=1&count=10"),
+        ReadTimeoutError,
+        attempts=1,
+        server=fault_server,
+        within=(0.3, 2.0),
+        retry=retries(0),
+        timeouts=Timeouts(total=10, connect=5, read=0.3),
+    )
+
+
+async def test_total_timeout_when_the_server_drips(fault_server: FaultServer) -> None:
+    # A byte every 50 ms keeps the read timeout from ever firing; total=0.5 ends it.
+    await fails_as(
+        fault_server.url("/drip?interval=0.05&count=600"),
+        TotalTimeoutError,
+        attempts=2,
+        server=fault_server,
+        within=(1.0, 2.5),
+        retry=retries(1),
+        timeouts=Timeouts(total=0.5, connect=5, read=5),
+    )
+
+
+async def test_total_timeout_before_the_response_head(fault_server: FaultServer) -> None:
+    await fails_as(
+        fault_server.url("/hang"),
+        TotalTimeoutError,
+        attempts=1,
+        server=fault_server,
+        within=(0.3, 2.0),
+        retry=retries(0),
+        timeouts=Timeouts(total=0.3, connect=5, read=5),
+    )
+
+
+# -- the connection breaks ---------------------------------------------------------
+
+
+async def test_server_disconnected_when_closed_without_an_answer(
+    fault_server: FaultServer,
+) -> None:
+    outcome = await fails_as(
+        fault_server.url("/drop"),
+        ServerDisconnectedError,
+        attempts=3,
+        server=fault_server,
+        retry=retries(2),
+    )
+    assert isinstance(outcome.error.__cause__, aiohttp.ServerDisconnectedError)
+
+
+async def test_connection_reset_before_the_response(fault_server: FaultServer) -> None:
+    outcome = await fails_as(
+        fault_server.url("/reset"),
+        PeerResetError,
+        attempts=2,
+        server=fault_server,
+        retry=retries(1),
+    )
+    cause = outcome.error.__cause__
+    assert isinstance(cause, aiohttp.ClientOSError)
+    assert cause.errno == errno.ECONNRESET
+
+
+@pytest.mark.parametrize("mode", ["length", "chunked"])
+async def test_connection_reset_mid_body(fault_server: FaultServer, mode: str) -> None:
+    # aiohttp reports this as ClientPayloadError("Response payload is not completed
+    # ... ConnectionResetError(104, ...)"): a reset, so transient, not a broken body.
+    outcome = await fails_as(
+        fault_server.url(f"/reset-mid-body?mode={mode}"),
+        PeerResetError,
+        attempts=2,
+        server=fault_server,
+        retry=retries(1),
+    )
+    assert isinstance(outcome.error.__cause__, aiohttp.ClientPayloadError)
+
+
+async def fetch_error(client: Client, url: str) -> FetchError | None:
+    """What ``client.get(url)`` raised, or None when it returned a response."""
+    try:
+        await client.get(url)
+    except FetchError as exc:
+        return exc
+    return None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="aiohttp ends a body delimited by EOF at a TCP reset as if at a clean close, "
+    "so the truncated body is returned as complete (aiohttp 3.14)",
+)
+async def test_connection_reset_mid_body_delimited_by_eof(fault_server: FaultServer) -> None:
+    async with Client(timeouts=QUICK, retry=retries(0)) as client:
+        error = await fetch_error(client, fault_server.url("/reset-mid-body?mode=eof"))
+    assert type(error) is PeerResetError
+
+
+# -- bad responses -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["length", "chunked"])
+async def test_payload_error_for_a_truncated_body(fault_server: FaultServer, mode: str) -> None:
+    # A clean close (FIN) before the declared end: not a reset, and not retried.
+    outcome = await fails_as(
+        fault_server.url(f"/truncate?mode={mode}"),
+        PayloadError,
+        attempts=1,
+        server=fault_server,
+        retry=retries(2),
+    )
+    assert outcome.record.status is None
+    assert "not completed" in outcome.error.message or "Not enough data" in str(
+        outcome.error.__cause__
+    )
+
+
+async def test_payload_error_for_broken_chunked_encoding(fault_server: FaultServer) -> None:
+    # Head and broken chunk arrive in one read, so aiohttp raises its head error
+    # (ClientResponseError from a BadHttpMessage "Invalid character in chunk size").
+    outcome = await fails_as(
+        fault_server.url("/bad-chunked"),
+        PayloadError,
+        attempts=1,
+        server=fault_server,
+        retry=retries(2),
+    )
+    assert "chunk" in outcome.error.message or not C_PARSER
+
+
+@pytest.mark.xfail(
+    C_PARSER,
+    strict=True,
+    raises=AssertionError,
+    reason="aiohttp's C parser drops a chunk error that arrives after the head: the "
+    "body never ends and sock_read is cancelled, so only the total timeout stops it "
+    "(aiohttp 3.14; its pure-Python parser gets this right)",
+)
+async def test_payload_error_for_a_broken_chunk_after_the_head(
+    fault_server: FaultServer,
+) -> None:
+    timeouts = Timeouts(total=1, connect=5, read=0.3)
+    async with Client(timeouts=timeouts, retry=retries(0)) as client:
+        error = await fetch_error(client, fault_server.url("/bad-chunked?split=1"))
+    assert type(error) is PayloadError, repr(error)
+
+
+async def test_payload_error_for_gzip_that_is_not_gzip(fault_server: FaultServer) -> None:
+    outcome = await fails_as(
+        fault_server.url("/not-gzip"),
+        PayloadError,
+        attempts=1,
+        server=fault_server,
+        retry=retries(2),
+    )
+    assert isinstance(outcome.error.__cause__, aiohttp.ClientPayloadError)
+    assert "decompressing" in outcome.error.message
+
+
+@pytest.mark.parametrize(
+    ("path", "words"),
+    [
+        ("/garbage", "status line"),
+        ("/bad-header", "header"),
+        ("/big-header", "8190 bytes"),
+        ("/many-headers", "too many headers"),
+    ],
+)
+async def test_protocol_error_for_a_malformed_response_head(
+    fault_server: FaultServer, path: str, words: str
+) -> None:
+    outcome = await fails_as(
+        fault_server.url(path),
+        ProtocolError,
+        attempts=1,
+        server=fault_server,
+        retry=retries(2),
+    )
+    assert words in outcome.error.message.lower()
+
+
+# -- redirects ---------------------------------------------------------------------
+
+
+async def test_too_many_redirects_in_a_loop(fault_server: FaultServer) -> None:
+    outcome = await fails_as(
+        fault_server.url("/loop/a"),
+        TooManyRedirectsError,
+        attempts=1,
+        retry=retries(2),
+        limits=Limits(max_redirects=3),
+    )
+    # Three redirects followed; the fourth response, a redirect too, ends it.
+    assert fault_server.hits["/loop/a"] == 2 * 4
+    assert outcome.error.redirects == 3
+    assert outcome.record.redirects == 3
+    assert outcome.record.status == 302
+
+
+async def test_too_many_redirects_not_reached_at_the_limit(fault_server: FaultServer) -> None:
+    target = quote("/redirect?to=/ok", safe="")
+    url = fault_server.url(f"/redirect?to={target}")
+    async with Client(timeouts=QUICK, limits=Limits(max_redirects=2)) as client:
+        response = await client.get(url)
+    assert response.status == 200
+    assert response.redirects == 2
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["ftp://127.0.0.1/file", "javascript:alert(1)", "file:///etc/passwd", "http://[::1"],
+)
+async def test_redirect_blocked_for_a_target_that_is_not_http(
+    fault_server: FaultServer, target: str
+) -> None:
+    await fails_as(
+        fault_server.url(f"/redirect?to={quote(target, safe='')}"),
+        RedirectBlockedError,
+        attempts=1,
+        server=fault_server,
+        retry=retries(2),
+    )
+    assert set(fault_server.hits) == {"/redirect"}
+
+
+# -- sizes -------------------------------------------------------------------------
+
+
+async def test_body_too_large_by_content_length(fault_server: FaultServer) -> None:
+    outcome = await fails_as(
+        fault_server.url("/huge?mode=length"),
+        BodyTooLargeError,
+        attempts=1,
+        server=fault_server,
+        within=(0.0, 1.0),
+        retry=retries(2),
+        limits=Limits(max_body=MiB),
+    )
+    assert "Content-Length 1073741824" in outcome.error.message
+    assert outcome.record.status == 200
+    # The client hung up at once, so the server stopped long before 1 GiB.
+    await fault_server.idle()
+    assert fault_server.sent["/huge"] < 64 * MiB
+
+
+@pytest.mark.parametrize("mode", ["eof", "chunked"])
+async def test_body_too_large_streamed_without_length(fault_server: FaultServer, mode: str) -> None:
+    outcome = await fails_as(
+        fault_server.url(f"/huge?mode={mode}"),
+        BodyTooLargeError,
+        attempts=1,
+        server=fault_server,
+        within=(0.0, 2.0),
+        retry=retries(2),
+        limits=Limits(max_body=MiB),
+    )
+    assert outcome.record.status == 200
+    await fault_server.idle()
+    assert MiB < fault_server.sent["/huge"] < 64 * MiB
+
+
+async def test_body_too_large_for_a_gzip_bomb_in_bounded_memory(
+    fault_server: FaultServer,
+) -> None:
+    bomb = gzip_bomb()  # built before measuring (once per process)
+    assert len(bomb) < MiB
+    before = rss()
+    peak = [before]
+    done = threading.Event()
+
+    def sample() -> None:
+        # A thread, not a task: it keeps sampling while the event loop is busy
+        # decompressing, which is when the memory would be taken.
+        while not done.wait(0.002):
+            peak.append(rss())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        outcome = await fails_as(
+            fault_server.url("/bomb"),
+            BodyTooLargeError,
+            attempts=1,
+            server=fault_server,
+            within=(0.0, 2.0),
+            retry=retries(2),
+            limits=Limits(max_body=10 * MiB),
+        )
+    finally:
+        done.set()
+        sampler.join()
+    growth = max(*peak, rss()) - before
+    assert "after decompression" in outcome.error.message
+    assert len(peak) > 3  # the sampler did run during the fetches
+    assert growth < 50 * MiB, f"RSS grew by {growth / MiB:.1f} MiB"
+
+
+# -- statuses ----------------------------------------------------------------------
+
+
+async def test_http_status_404_is_a_response_and_not_retried(fault_server: FaultServer) -> None:
+    url = fault_server.url("/status/404")
+    async with Client(timeouts=QUICK, retry=retries(3)) as client:
+        response = await client.get(url)
+        assert fault_server.hits["/status/404"] == 1
+        records = [record async for record in client.fetch_many([url])]
+    assert response.status == 404
+    assert response.attempts == 1
+    assert response.body == b"status 404"
+    with pytest.raises(HTTPStatusError) as info:
+        response.raise_for_status()
+    assert type(info.value) is HTTPStatusError
+    assert info.value.kind == "http_status"
+    assert info.value.status == 404
+    (record,) = records
+    assert record.ok is False
+    assert record.status == 404
+    assert record.error is not None
+    assert record.error.kind == "http_status"
+    assert record.attempts == 1
+    assert fault_server.hits["/status/404"] == 2
+
+
+async def test_http_status_503_is_retried_then_recorded(fault_server: FaultServer) -> None:
+    url = fault_server.url("/status/503")
+    async with Client(timeouts=QUICK, retry=retries(2)) as client:
+        started = time.monotonic()
+        response = await client.get(url)
+        elapsed = time.monotonic() - started
+        assert fault_server.hits["/status/503"] == 3
+        records = [record async for record in client.fetch_many([url])]
+    assert response.status == 503
+    assert response.attempts == 3
+    assert elapsed < 1.0
+    with pytest.raises(HTTPStatusError):
+        response.raise_for_status()
+    (record,) = records
+    assert (record.ok, record.status, record.attempts) == (False, 503, 3)
+    assert record.error is not None
+    assert record.error.kind == "http_status"
+    assert fault_server.hits["/status/503"] == 6
+
+
+# -- internal errors ---------------------------------------------------------------
+
+
+async def test_internal_error_from_a_bug_is_recorded_and_logged(
+    fault_server: FaultServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import surefetch.client
+
+    async def buggy_read(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+        raise RuntimeError("a bug in surefetch")
+
+    # The body has no Content-Length, so the Client reads it with _read_capped.
+    monkeypatch.setattr(surefetch.client, "_read_capped", buggy_read)
+    caplog.set_level(logging.ERROR, logger="surefetch.client")
+    outcome = await fails_as(
+        fault_server.url("/ok?mode=eof"),
+        InternalError,
+        attempts=1,
+        server=fault_server,
+        retry=retries(2),
+    )
+    assert "RuntimeError: a bug in surefetch" in outcome.error.message
+    logged = [r for r in caplog.records if r.name == "surefetch.client"]
+    assert len(logged) == 2  # one per call
+    for record in logged:
+        assert record.levelno == logging.ERROR
+        assert record.exc_info is not None
+        assert record.exc_info[0] is RuntimeError
+        assert "a bug in surefetch" in caplog.text
+
+
+# -- retries -----------------------------------------------------------------------
+
+
+async def test_retry_after_dropped_connections_then_success(fault_server: FaultServer) -> None:
+    async with Client(timeouts=QUICK, retry=retries(2)) as client:
+        response = await client.get(fault_server.url("/flaky-drop/get?n=2"))
+        records = [r async for r in client.fetch_many([fault_server.url("/flaky-drop/many?n=2")])]
+    assert (response.status, response.attempts, response.body) == (200, 3, b"recovered")
+    assert fault_server.hits["/flaky-drop/get"] == 3
+    (record,) = records
+    assert (record.ok, record.attempts, record.error) == (True, 3, None)
+    assert fault_server.hits["/flaky-drop/many"] == 3
+
+
+async def test_retry_gives_up_when_failures_outlast_retries(fault_server: FaultServer) -> None:
+    async with Client(timeouts=QUICK, retry=retries(2)) as client:
+        with pytest.raises(ServerDisconnectedError) as info:
+            await client.get(fault_server.url("/flaky-drop/long?n=5"))
+    assert info.value.attempts == 3
+    assert fault_server.hits["/flaky-drop/long"] == 3
+
+
+async def test_retry_after_503s_then_success(fault_server: FaultServer) -> None:
+    async with Client(timeouts=QUICK, retry=retries(2)) as client:
+        response = await client.get(fault_server.url("/flaky-status/get?n=2&code=503"))
+        url = fault_server.url("/flaky-status/many?n=2&code=503")
+        records = [r async for r in client.fetch_many([url])]
+    assert (response.status, response.attempts) == (200, 3)
+    assert fault_server.hits["/flaky-status/get"] == 3
+    (record,) = records
+    assert (record.ok, record.status, record.attempts) == (True, 200, 3)
+
+
+def gaps(times: list[float]) -> list[float]:
+    return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+
+@pytest.mark.parametrize("code", [429, 503])
+async def test_retry_after_header_is_honoured(fault_server: FaultServer, code: int) -> None:
+    async with Client(timeouts=QUICK, retry=retries(2)) as client:
+        response = await client.get(fault_server.url(f"/flaky-status/ra?n=1&code={code}&after=1"))
+    assert (response.status, response.attempts) == (200, 2)
+    (gap,) = gaps(fault_server.times["/flaky-status/ra"])
+    assert 0.95 <= gap < 2.0, gap
+
+
+async def test_retry_after_header_is_capped(fault_server: FaultServer) -> None:
+    policy = retries(2, retry_after_max=0.2)
+    async with Client(timeouts=QUICK, retry=policy) as client:
+        response = await client.get(fault_server.url("/flaky-status/cap?n=2&code=503&after=30"))
+    assert (response.status, response.attempts) == (200, 3)
+    for gap in gaps(fault_server.times["/flaky-status/cap"]):
+        assert 0.18 <= gap < 0.8, gap
