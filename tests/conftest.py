@@ -177,3 +177,35 @@ def fast_server(tmp_path: Path) -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A port on 127.0.0.1 with nothing listening (connects are refused)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def robots_server() -> AsyncIterator[tuple[str, dict[str, int]]]:
+    """A server whose robots.txt disallows /private and asks for a 1 s Crawl-delay;
+    yields its base URL and the hits per path."""
+    hits: dict[str, int] = defaultdict(int)
+
+    async def robots(request: web.Request) -> web.Response:
+        hits[request.path] += 1
+        return web.Response(text="User-agent: *\nDisallow: /private\nCrawl-delay: 1\n")
+
+    async def page(request: web.Request) -> web.Response:
+        hits[request.path] += 1
+        return web.Response(text="page")
+
+    app = web.Application()
+    app.router.add_get("/robots.txt", robots)
+    app.router.add_get("/{tail:.*}", page)
+    runner, port = await start_app(app)
+    yield f"http://127.0.0.1:{port}", hits
+    await runner.cleanup()

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SUREFETCH = [sys.executable, "-m", "surefetch.cli"]
+SUREFETCH = [sys.executable, "-m", "surefetch"]
 
 
 async def surefetch(

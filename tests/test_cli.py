@@ -284,14 +284,14 @@ async def test_pure_python_aiohttp_parser_is_reported_loudly() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        "import surefetch",
+        "import surefetch.client",
         env=env,
         stderr=asyncio.subprocess.PIPE,
     )
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert "pure-Python HTTP parser" in err.decode()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "import surefetch", stderr=asyncio.subprocess.PIPE
+        sys.executable, "-c", "import surefetch.client", stderr=asyncio.subprocess.PIPE
     )
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert err.decode() == ""

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 N = 50_000
-SUREFETCH = [sys.executable, "-m", "surefetch.cli", "fetch"]
+SUREFETCH = [sys.executable, "-m", "surefetch", "fetch"]
 
 
 def write_input(path: Path, port: int) -> set[str]:

@@ -43,6 +43,7 @@ from surefetch import (
     Limits,
     PayloadError,
     PeerResetError,
+    Politeness,
     ProtocolError,
     ReadTimeoutError,
     Record,
@@ -188,7 +189,7 @@ def test_every_kind_has_a_test_here() -> None:
     names = [name for name in globals() if name.startswith("test_")]
     missing = [kind for kind in KINDS if not any(n.startswith(f"test_{kind}") for n in names)]
     assert missing == []
-    assert len(KINDS) == 17
+    assert len(KINDS) == 19
 
 
 # -- invalid_url -------------------------------------------------------------------
@@ -757,3 +758,49 @@ async def test_retry_after_header_is_capped(fault_server: FaultServer) -> None:
     assert (response.status, response.attempts) == (200, 3)
     for gap in gaps(fault_server.times["/flaky-status/cap"]):
         assert 0.18 <= gap < 0.8, gap
+
+
+# -- host_unavailable ---------------------------------------------------------------
+
+
+async def test_host_unavailable_when_a_host_stays_down(unused_port: int) -> None:
+    """The circuit opens after a few refused connects; once the host has been down
+    for host_down_after, its other URLs get host_unavailable without being tried."""
+    urls = [f"http://127.0.0.1:{unused_port}/item/{i}" for i in range(40)]
+    policy = Politeness(breaker_after=3, cooldown=0.1, host_down_after=0.5)
+    started = time.monotonic()
+    async with Client(retry=retries(0), timeouts=QUICK) as client:
+        records = [r async for r in client.fetch_many(urls, politeness=policy)]
+    elapsed = time.monotonic() - started
+    assert len(records) == 40
+    kinds = [r.error.kind for r in records if r.error is not None]
+    assert set(kinds) == {"connect_refused", "host_unavailable"}
+    tried = [r for r in records if r.error is not None and r.error.kind == "connect_refused"]
+    given_up = [r for r in records if r.error is not None and r.error.kind == "host_unavailable"]
+    assert all(r.attempts == 1 for r in tried) and all(r.attempts == 0 for r in given_up)
+    assert len(tried) < 15  # a few probes, not one connect per URL
+    assert "not attempted" in given_up[0].error.message  # type: ignore[union-attr]
+    assert 0.4 < elapsed < 3
+
+
+# -- robots_disallowed --------------------------------------------------------------
+
+
+async def test_robots_disallowed_urls_are_never_sent(
+    robots_server: tuple[str, dict[str, int]],
+) -> None:
+    base, hits = robots_server
+    urls = [f"{base}/public/{i}" for i in range(2)] + [f"{base}/private/{i}" for i in range(3)]
+    started = time.monotonic()
+    async with Client(timeouts=QUICK) as client:
+        records = [r async for r in client.fetch_many(urls, robots=True)]
+    elapsed = time.monotonic() - started
+    by_url = {r.url: r for r in records}
+    assert by_url[f"{base}/public/0"].ok and by_url[f"{base}/public/1"].ok
+    for i in range(3):
+        private = by_url[f"{base}/private/{i}"]
+        assert private.error is not None and private.error.kind == "robots_disallowed"
+        assert private.attempts == 0 and private.status is None
+    assert hits == {"/robots.txt": 1, "/public/0": 1, "/public/1": 1}
+    # Crawl-delay: 1 spaces the two public requests a second apart.
+    assert 0.9 <= elapsed < 3

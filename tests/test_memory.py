@@ -40,7 +40,7 @@ def peak_kib(src: Path, out: Path) -> int:
     cmd = [
         sys.executable,
         "-m",
-        "surefetch.cli",
+        "surefetch",
         "fetch",
         str(src),
         "-o",

@@ -12,36 +12,100 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .client import DEFAULT_USER_AGENT, AttemptEvent, Client, Response, check_url
-from .engine import RecordStream, Stats, run
-from .errors import (
-    KINDS,
-    BodyTooLargeError,
-    ClientStateError,
-    ConnectError,
-    ConnectFailedError,
-    ConnectRefusedError,
-    ConnectTimeoutError,
-    DNSError,
-    FetchError,
-    HTTPStatusError,
-    InternalError,
-    InvalidURLError,
-    PayloadError,
-    PeerResetError,
-    ProtocolError,
-    ReadTimeoutError,
-    RedirectBlockedError,
-    ServerDisconnectedError,
-    SurefetchError,
-    TLSError,
-    TooManyRedirectsError,
-    TotalTimeoutError,
-)
-from .job import FetchJob, Job
-from .policy import Limits, RetryPolicy, Timeouts
-from .record import ErrorInfo, Record
-from .sources import Item
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .client import DEFAULT_USER_AGENT, AttemptEvent, Client, Response, check_url
+    from .engine import RecordStream, Stats, run
+    from .errors import (
+        KINDS,
+        BodyTooLargeError,
+        ClientStateError,
+        ConnectError,
+        ConnectFailedError,
+        ConnectRefusedError,
+        ConnectTimeoutError,
+        DNSError,
+        FetchError,
+        HostUnavailableError,
+        HTTPStatusError,
+        InternalError,
+        InvalidURLError,
+        PayloadError,
+        PeerResetError,
+        ProtocolError,
+        ReadTimeoutError,
+        RedirectBlockedError,
+        RobotsDisallowedError,
+        ServerDisconnectedError,
+        SurefetchError,
+        TLSError,
+        TooManyRedirectsError,
+        TotalTimeoutError,
+    )
+    from .job import FetchJob, Job
+    from .policy import Limits, RetryPolicy, Timeouts
+    from .polite import HostRule, Politeness
+    from .record import ErrorInfo, Record
+    from .sources import Item
+
+# Names load on first use, so that `import surefetch` (and the command's start-up, when
+# a Ctrl-C may come) stays cheap.
+_WHERE = {
+    "AttemptEvent": "client",
+    "BodyTooLargeError": "errors",
+    "Client": "client",
+    "ClientStateError": "errors",
+    "ConnectError": "errors",
+    "ConnectFailedError": "errors",
+    "ConnectRefusedError": "errors",
+    "ConnectTimeoutError": "errors",
+    "DEFAULT_USER_AGENT": "client",
+    "DNSError": "errors",
+    "ErrorInfo": "record",
+    "FetchError": "errors",
+    "FetchJob": "job",
+    "HTTPStatusError": "errors",
+    "HostUnavailableError": "errors",
+    "InternalError": "errors",
+    "InvalidURLError": "errors",
+    "HostRule": "polite",
+    "Politeness": "polite",
+    "Item": "sources",
+    "Job": "job",
+    "KINDS": "errors",
+    "Limits": "policy",
+    "PayloadError": "errors",
+    "PeerResetError": "errors",
+    "ProtocolError": "errors",
+    "ReadTimeoutError": "errors",
+    "Record": "record",
+    "RecordStream": "engine",
+    "RedirectBlockedError": "errors",
+    "Response": "client",
+    "RetryPolicy": "policy",
+    "RobotsDisallowedError": "errors",
+    "ServerDisconnectedError": "errors",
+    "Stats": "engine",
+    "SurefetchError": "errors",
+    "TLSError": "errors",
+    "Timeouts": "policy",
+    "TooManyRedirectsError": "errors",
+    "TotalTimeoutError": "errors",
+    "check_url": "client",
+    "run": "engine",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'surefetch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_USER_AGENT",
@@ -59,6 +123,8 @@ __all__ = [
     "FetchError",
     "FetchJob",
     "HTTPStatusError",
+    "HostRule",
+    "HostUnavailableError",
     "InternalError",
     "InvalidURLError",
     "Item",
@@ -66,6 +132,7 @@ __all__ = [
     "Limits",
     "PayloadError",
     "PeerResetError",
+    "Politeness",
     "ProtocolError",
     "ReadTimeoutError",
     "Record",
@@ -73,6 +140,7 @@ __all__ = [
     "RedirectBlockedError",
     "Response",
     "RetryPolicy",
+    "RobotsDisallowedError",
     "ServerDisconnectedError",
     "Stats",
     "SurefetchError",

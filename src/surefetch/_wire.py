@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from .polite import Politeness
 from .record import Record
 
 __all__ = [
@@ -47,6 +48,8 @@ class Config(msgspec.Struct, tag=True):
     loop: str
     log_level: str
     log_format: str
+    politeness: Politeness
+    robots: bool
 
 
 class Batch(msgspec.Struct, tag=True):

@@ -103,6 +103,8 @@ async def _main(config: Config, reader: asyncio.StreamReader, writer: asyncio.St
             dedupe=False,
             stop=stop,
             bodies=bodies,
+            politeness=config.politeness,
+            robots=config.robots,
         )
         ticker.cancel()
         await send()

@@ -24,6 +24,7 @@ from .metrics import Metrics
 from .observe import Summary
 from .parallel import WorkerError
 from .policy import IDEMPOTENT_METHODS, Limits, RetryPolicy, Timeouts
+from .polite import Politeness, load_host_rules, parse_rate
 from .record import Record
 from .redact import redact_text
 from .sinks import FORMATS, OutputError, output_format
@@ -246,6 +247,37 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
     show_default=True,
     help="Event loop: uvloop if installed (auto), or plain asyncio.",
 )
+@click.option(
+    "--rate",
+    help="Most requests per second to one host (20/s, 30/m); none by default.",
+)
+@click.option(
+    "--hosts",
+    "hosts_file",
+    type=click.Path(dir_okay=False),
+    help="TOML file of per-host overrides: [[host]] match, rate, per_host, headers.",
+)
+@click.option(
+    "--adaptive/--no-adaptive",
+    default=True,
+    show_default=True,
+    help="Find each host's best concurrency (up to --per-host) from its responses.",
+)
+@click.option(
+    "--retry-budget",
+    type=click.FloatRange(min=0),
+    default=0.2,
+    show_default=True,
+    help="Retries may add at most this share to the requests sent to a host.",
+)
+@click.option(
+    "--host-down-after",
+    type=_POSITIVE,
+    default=300.0,
+    show_default=True,
+    help="Seconds a host may fail every connect before its URLs get host_unavailable.",
+)
+@click.option("--obey-robots", is_flag=True, help="Obey robots.txt and its Crawl-delay.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, status lines or summary.")
 @click.option(
     "--status-every",
@@ -311,6 +343,12 @@ def fetch(
     metrics_port: int | None,
     log_level: str,
     log_format: str,
+    rate: str | None,
+    hosts_file: str | None,
+    adaptive: bool,
+    retry_budget: float,
+    host_down_after: float,
+    obey_robots: bool,
 ) -> None:
     """Fetch every URL in INPUT and write one record per distinct URL to OUTPUT.
 
@@ -345,6 +383,16 @@ def fetch(
     if not method.isalpha():
         raise click.UsageError(f"bad --method {method!r}")
     try:
+        rules = load_host_rules(hosts_file) if hosts_file else ()
+        politeness = Politeness(
+            rate=parse_rate(rate) if rate else None,
+            per_host=min(per_host, concurrency),
+            adaptive=adaptive,
+            retry_budget=retry_budget,
+            host_down_after=host_down_after,
+            retry_after_max=120.0,
+            rules=rules,
+        )
         job = Job(
             input=input_path,
             output=output,
@@ -359,13 +407,16 @@ def fetch(
             bodies=bodies,
             workers=min(workers, concurrency),
             loop=loop_name,
+            politeness=politeness,
+            robots=obey_robots,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     client = Client(
         limits=Limits(
             concurrency=concurrency,
-            per_host=min(per_host, concurrency),
+            # The pool's per-host cap must let the largest per-host override through.
+            per_host=min(max([per_host, *(r.per_host or 0 for r in rules)]), concurrency),
             max_body=max_body,
             max_redirects=max_redirects,
         ),

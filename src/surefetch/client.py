@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -29,10 +29,11 @@ from .errors import (
     InvalidURLError,
     classify,
 )
-from .policy import Limits, RetryPolicy, Timeouts
+from .policy import Limits, RetryPolicy, Timeouts, parse_retry_after
 
 if TYPE_CHECKING:
     from .engine import RecordStream
+    from .polite import Politeness
     from .sources import Item
 
 __all__ = ["DEFAULT_USER_AGENT", "AttemptEvent", "Client", "Response", "check_url"]
@@ -175,6 +176,22 @@ class Response:
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.url} {len(self.body)} bytes>"
+
+
+class AttemptGate(Protocol):
+    """Per-host bookkeeping that hears of every attempt (see :mod:`surefetch.polite`)."""
+
+    def attempt_done(
+        self,
+        key: str,
+        *,
+        kind: str | None,
+        status: int | None,
+        latency: float,
+        retry_after: float | None = None,
+    ) -> None: ...
+
+    def retry_allowed(self, key: str) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,11 +344,14 @@ class Client:
         headers: Mapping[str, str] | None = None,
         data: bytes | str | None = None,
         json: Any = None,
+        gate: AttemptGate | None = None,
     ) -> Response:
         """Send one request, retrying as the retry policy allows.
 
         The raised :class:`FetchError` carries ``attempts`` (requests sent) and
-        ``elapsed`` (seconds) as attributes, like :class:`Response` does.
+        ``elapsed`` (seconds) as attributes, like :class:`Response` does. ``gate``
+        (used by the engine's per-host politeness) hears of every attempt and may
+        veto or delay a retry.
         """
         session = self._check()
         method = method.upper()
@@ -352,7 +372,7 @@ class Client:
         self._inflight += 1
         self._idle.clear()
         try:
-            return await self._with_retries(session, method, target, headers, data, started)
+            return await self._with_retries(session, method, target, headers, data, started, gate)
         finally:
             self._inflight -= 1
             if self._inflight == 0:
@@ -370,41 +390,50 @@ class Client:
         headers: Mapping[str, str] | None,
         data: bytes | str | None,
         started: float,
+        gate: AttemptGate | None,
     ) -> Response:
         retry = self.retry
         on_event = self.on_event
+        key = f"{url.raw_host}:{url.port}" if gate is not None else ""
         attempts = 0
-        began = 0.0
         kind: str | None
         status: int | None
         while True:
             attempts += 1
             if on_event is not None:
                 on_event(AttemptEvent("start", str(url), method, attempts))
-                began = time.monotonic()
+            began = time.monotonic()
             try:
                 response = await self._attempt(session, method, url, headers, data)
             except FetchError as exc:
-                kind, status = exc.kind, exc.status
-                if on_event is not None:
-                    took = time.monotonic() - began
-                    on_event(AttemptEvent("finish", str(url), method, attempts, status, kind, took))
-                delay = retry.delay(attempts, method=method, kind=kind)
-                if delay is None or self._closing:
-                    _annotate(exc, attempts, started)
-                    raise
+                kind, status, answer, headers_in = exc.kind, exc.status, None, None
+                failure: FetchError | None = exc
             else:
-                kind, status = None, response.status
-                if on_event is not None:
-                    took = time.monotonic() - began
-                    on_event(AttemptEvent("finish", str(url), method, attempts, status, None, took))
-                delay = retry.delay(
-                    attempts, method=method, status=status, headers=response.headers
-                )
-                if delay is None or self._closing:
-                    response.attempts = attempts
-                    response.elapsed = time.monotonic() - started
-                    return response
+                kind, status, answer, headers_in = None, response.status, response, response.headers
+                failure = None
+            took = time.monotonic() - began
+            if on_event is not None:
+                on_event(AttemptEvent("finish", str(url), method, attempts, status, kind, took))
+            if gate is not None:
+                after = None
+                if headers_in is not None and status in (429, 503):
+                    after = parse_retry_after(headers_in.get("Retry-After"))
+                gate.attempt_done(key, kind=kind, status=status, latency=took, retry_after=after)
+            if failure is not None:
+                delay = retry.delay(attempts, method=method, kind=kind)
+            else:
+                delay = retry.delay(attempts, method=method, status=status, headers=headers_in)
+            if delay is not None and gate is not None and not self._closing:
+                wait = gate.retry_allowed(key)  # the host's budget, rate and pauses
+                delay = None if wait is None else max(delay, wait)
+            if delay is None or self._closing:
+                if failure is not None:
+                    _annotate(failure, attempts, started)
+                    raise failure
+                assert answer is not None
+                answer.attempts = attempts
+                answer.elapsed = time.monotonic() - started
+                return answer
             if on_event is not None:
                 on_event(
                     AttemptEvent("retry", str(url), method, attempts, status, kind, None, delay)
@@ -492,9 +521,14 @@ class Client:
         *,
         store_body: bool = True,
         dedupe: bool = True,
+        politeness: Politeness | None = None,
+        robots: bool = False,
     ) -> RecordStream:
         """Fetch every URL, yielding one :class:`~surefetch.Record` per distinct URL as
         each completes (not in input order). Never raises for a single URL.
+
+        ``politeness`` sets per-host rates, adaptive concurrency, retry budgets and
+        circuit breakers (:class:`~surefetch.Politeness`); ``robots`` obeys robots.txt.
 
         Use as ``async for record in client.fetch_many(urls):``. Breaking out early
         is fine: the remaining work is cancelled when the stream is closed or
@@ -503,7 +537,9 @@ class Client:
         from .engine import RecordStream
 
         self._check()
-        return RecordStream(self, urls, store_body=store_body, dedupe=dedupe)
+        return RecordStream(
+            self, urls, store_body=store_body, dedupe=dedupe, politeness=politeness, robots=robots
+        )
 
     def _own(self, task: asyncio.Task[None]) -> None:
         """Adopt a background task so that closing the client ends it."""

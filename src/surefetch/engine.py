@@ -19,17 +19,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.robotparser import RobotFileParser
 
 from yarl import URL
 
 from ._index import UrlIndex
 from .bodies import BodyStore
 from .client import check_url
-from .errors import ClientStateError, FetchError, InternalError, InvalidURLError
+from .errors import (
+    ClientStateError,
+    FetchError,
+    HostUnavailableError,
+    InternalError,
+    InvalidURLError,
+    RobotsDisallowedError,
+)
+from .polite import Politeness, Scheduler
 from .record import Record, failure_record, response_record
 from .redact import redact_url
 from .sources import Item
@@ -120,6 +128,8 @@ async def run(
     stop: asyncio.Event | None = None,
     bodies: BodyStore | None = None,
     stats: Stats | None = None,
+    politeness: Politeness | None = None,
+    robots: bool = False,
     max_backlog: int | None = None,
 ) -> Stats:
     """Fetch every item with ``client`` and ``await emit(record)`` once per distinct URL.
@@ -132,31 +142,42 @@ async def run(
       record (they are counted in ``Stats.abandoned``).
     - ``bodies``: store bodies in files there instead of inline.
     - ``stats``: the counters to update (to watch them while the run goes).
+    - ``politeness``: per-host rate, adaptive concurrency, retry budget and circuit
+      breaker (:mod:`surefetch.polite`); the default adapts concurrency and breaks
+      circuits, with no rate limit.
+    - ``robots``: obey each host's robots.txt (and its Crawl-delay).
 
     If ``emit`` or the source raises, the run stops and the error propagates (wrapped
     in an ExceptionGroup by the task group); a single URL's failure never does.
     """
     limits = client.limits
-    per_host = limits.per_host
     backlog_cap = max_backlog or max(1024, 16 * limits.concurrency)
     stats = stats if stats is not None else Stats()
     if dedupe and seen is None:
         seen = UrlIndex()
     stopping = stop if stop is not None else asyncio.Event()
-    ready: asyncio.Queue[tuple[Item, str, URL] | None] = asyncio.Queue(limits.concurrency)
-    active: dict[str, int] = {}
-    waiting: dict[str, deque[tuple[Item, URL]]] = {}
-    backlog = 0
+    policy = politeness or Politeness()
+    sched: Scheduler[tuple[Item, URL]] = Scheduler(policy, policy.per_host or limits.per_host)
+    given_up: list[tuple[str, tuple[Item, URL]]] = []
+    refused: list[tuple[Item, URL]] = []  # disallowed by robots.txt
+    sched.on_given_up = lambda name, work: given_up.append((name, work))
+    # Small on purpose: work leaves the scheduler when a worker is about to send it,
+    # so per-host rates and slots hold at the moment of sending.
+    ready: asyncio.Queue[tuple[str, Item, URL] | None] = asyncio.Queue(1)
+    wake = asyncio.Event()
     room = asyncio.Event()
+    feeding = True
+    user_agent = client.headers.get("User-Agent", "*")
 
-    async def fetch(item: Item, target: URL) -> None:
+    async def fetch(item: Item, target: URL, key: str) -> None:
         stats.in_flight += 1
+        headers = item.headers
+        extra = sched.headers(key)
+        if extra:
+            headers = {**extra, **headers} if headers else extra
         try:
             response = await client.request(
-                item.method or "GET",
-                target,
-                headers=item.headers,
-                data=item.data,
+                item.method or "GET", target, headers=headers, data=item.data, gate=sched
             )
         except FetchError as exc:
             record = failure_record(item.url, exc, meta=item.meta)
@@ -170,65 +191,152 @@ async def run(
             )
         finally:
             stats.in_flight -= 1
+        await _emit(record)
+
+    async def _emit(record: Record) -> None:
         if record.ok:
             stats.ok += 1
         else:
             stats.failed += 1
         await emit(record)
 
-    async def worker() -> None:
-        nonlocal backlog
-        while (job := await ready.get()) is not None:
-            item, host, target = job
-            while not stopping.is_set():
-                await fetch(item, target)
-                queue = waiting.get(host)
-                if not queue:
-                    break
-                item, target = queue.popleft()
-                if not queue:
-                    del waiting[host]
-                backlog -= 1
-                room.set()
-            else:
-                stats.abandoned += 1
-            if active[host] == 1:
-                del active[host]
-            else:
-                active[host] -= 1
+    async def refuse(item: Item, error: FetchError) -> None:
+        await _emit(failure_record(item.url, error, meta=item.meta))
 
-    async def dispatch() -> None:
-        nonlocal backlog
-        async for item, target, host in admitted(items, emit, stats, seen=seen, done=done):
-            taken = active.get(host, 0)
-            if taken < per_host:
-                active[host] = taken + 1
-                await ready.put((item, host, target))
+    async def worker() -> None:
+        while (job := await ready.get()) is not None:
+            key, item, target = job
+            if stopping.is_set():
+                stats.abandoned += 1
+            else:
+                await fetch(item, target, key)
+            sched.finished(key)
+            wake.set()
+
+    async def load_robots(key: str, target: URL) -> None:
+        rules, rate = await _robots(client, target, user_agent)
+        robots_rules[key] = rules
+        refused.extend(
+            sched.remove(key, lambda work: not rules.can_fetch(user_agent, str(work[1])))
+        )
+        sched.unblock(key, rate)
+        wake.set()
+
+    robots_rules: dict[str, RobotFileParser] = {}
+
+    async def feed() -> None:
+        nonlocal feeding
+        async for item, target, key in admitted(items, _emit, stats, seen=seen, done=done):
+            name = target.raw_host or ""
+            if sched.is_given_up(key):
+                await refuse(item, _host_down(name, sched.policy))
                 continue
-            queue = waiting.get(host)
-            if queue is None:
-                queue = waiting[host] = deque()
-            queue.append((item, target))
-            backlog += 1
-            while backlog >= backlog_cap:
+            if robots:
+                rules = robots_rules.get(key)
+                if rules is None and sched.blocked_reason(key) is None and key not in loading:
+                    loading.add(key)
+                    sched.block(key, name, "robots.txt")
+                    tg.create_task(load_robots(key, target))
+                elif rules is not None and not rules.can_fetch(user_agent, str(target)):
+                    await refuse(item, _disallowed(target))
+                    continue
+            sched.add(key, name, (item, target))
+            wake.set()
+            while sched.queued >= backlog_cap:
                 room.clear()
                 await room.wait()
+        feeding = False
+        wake.set()
+
+    loading: set[str] = set()
+
+    async def dispatch() -> None:
+        while True:
+            while (taken := sched.take()) is not None:
+                host, (item, target) = taken
+                room.set()
+                await ready.put((host.key, item, target))
+            while given_up:
+                name, (item, _target) = given_up.pop()
+                await refuse(item, _host_down(name, sched.policy))
+            while refused:
+                item, target = refused.pop()
+                await refuse(item, _disallowed(target))
+            room.set()
+            if stopping.is_set() or (not feeding and sched.queued == 0 and not loading_now()):
+                return
+            wake.clear()
+            timeout = sched.wake_in()
+            if timeout is None:
+                await wake.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await wake.wait()
+
+    def loading_now() -> bool:
+        return any(sched.blocked_reason(key) is not None for key in loading)
 
     async with asyncio.TaskGroup() as tg:
         workers = [tg.create_task(worker()) for _ in range(limits.concurrency)]
-        feeder = tg.create_task(dispatch())
-        halt = tg.create_task(stopping.wait())
-        await asyncio.wait((feeder, halt), return_when=asyncio.FIRST_COMPLETED)
+        feeder = tg.create_task(feed())
+        halt = tg.create_task(_on_stop(stopping, wake))
+        await dispatch()
         if not feeder.done():
-            feeder.cancel()  # stop reading input; workers finish what they hold
+            feeder.cancel()  # asked to stop: read no more input
             await asyncio.wait((feeder,))
         halt.cancel()
         # One stop sign per worker, behind every queued job. (If a task raised, the
         # group cancels the others instead.)
         for _ in workers:
             await ready.put(None)
-    stats.abandoned += backlog
+    stats.abandoned += sched.queued
     return stats
+
+
+async def _on_stop(stopping: asyncio.Event, wake: asyncio.Event) -> None:
+    await stopping.wait()
+    wake.set()
+
+
+def _host_down(name: str, policy: Politeness) -> HostUnavailableError:
+    return HostUnavailableError(
+        f"{name} refused or dropped every connection for {policy.host_down_after:g} s;"
+        " not attempted"
+    )
+
+
+def _disallowed(target: URL) -> RobotsDisallowedError:
+    return RobotsDisallowedError(f"robots.txt of {target.raw_host} disallows {target.path}")
+
+
+_DISALLOW_ALL = ["User-agent: *", "Disallow: /"]
+
+
+async def _robots(
+    client: Client, target: URL, user_agent: str
+) -> tuple[RobotFileParser, float | None]:
+    """The host's robots.txt rules, and the rate its Crawl-delay asks for.
+
+    As RFC 9309 says: a 4xx (no robots.txt) allows everything; a 5xx or no answer
+    disallows everything.
+    """
+    rules = RobotFileParser()
+    where = target.with_path("/robots.txt").with_query(None).with_fragment(None)
+    try:
+        response = await client.get(where)
+    except FetchError as exc:
+        log.info("robots.txt of %s unreachable (%s): disallowing all", target.host, exc.kind)
+        rules.parse(_DISALLOW_ALL)
+        return rules, None
+    if 400 <= response.status < 500:
+        rules.parse([])
+    elif response.status >= 500:
+        rules.parse(_DISALLOW_ALL)
+    else:
+        rules.parse(response.text().splitlines())
+    delay = rules.crawl_delay(user_agent)
+    return rules, (1.0 / float(delay) if delay else None)
 
 
 class RecordStream:
@@ -245,8 +353,12 @@ class RecordStream:
         *,
         store_body: bool,
         dedupe: bool,
+        politeness: Politeness | None = None,
+        robots: bool = False,
     ) -> None:
         self._client = client
+        self._politeness = politeness
+        self._robots = robots
         self._items = items
         self._store_body = store_body
         self._dedupe = dedupe
@@ -301,6 +413,8 @@ class RecordStream:
             self._out.put,
             store_body=self._store_body,
             dedupe=self._dedupe,
+            politeness=self._politeness,
+            robots=self._robots,
         )
         await self._out.put(None)
 

@@ -25,6 +25,8 @@ The tree::
     │   ├── RedirectBlockedError        redirect_blocked
     │   ├── BodyTooLargeError           body_too_large
     │   ├── HTTPStatusError             http_status
+    │   ├── HostUnavailableError        host_unavailable
+    │   ├── RobotsDisallowedError       robots_disallowed
     │   └── InternalError               internal_error
     └── ClientStateError                the Client was used wrongly (closed, other loop)
 """
@@ -50,6 +52,7 @@ __all__ = [
     "DNSError",
     "FetchError",
     "HTTPStatusError",
+    "HostUnavailableError",
     "InternalError",
     "InvalidURLError",
     "PayloadError",
@@ -57,6 +60,7 @@ __all__ = [
     "ProtocolError",
     "ReadTimeoutError",
     "RedirectBlockedError",
+    "RobotsDisallowedError",
     "ServerDisconnectedError",
     "SurefetchError",
     "TLSError",
@@ -212,6 +216,21 @@ class HTTPStatusError(FetchError):
         self.status = status
 
 
+class HostUnavailableError(FetchError):
+    """The host's circuit breaker gave up on it: every connect failed for longer than
+    ``host_down_after``, so its remaining URLs are not attempted (``attempts`` 0)."""
+
+    kind = "host_unavailable"
+
+
+class RobotsDisallowedError(FetchError):
+    """With ``--obey-robots``: the host's robots.txt disallows this URL for our
+    User-Agent (or robots.txt could not be had: RFC 9309 says assume disallow).
+    Nothing was sent for the URL itself."""
+
+    kind = "robots_disallowed"
+
+
 class InternalError(FetchError):
     """A bug in surefetch. Logged with its traceback; please report it."""
 
@@ -238,6 +257,8 @@ KINDS: Final[tuple[str, ...]] = tuple(
         RedirectBlockedError,
         BodyTooLargeError,
         HTTPStatusError,
+        HostUnavailableError,
+        RobotsDisallowedError,
         InternalError,
     )
 )

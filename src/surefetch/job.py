@@ -19,6 +19,7 @@ from .bodies import BodyStore
 from .client import Client
 from .engine import Stats, run
 from .parallel import run_parallel
+from .polite import Politeness
 from .record import Record
 from .sinks import JsonlSink, Resume, SqliteSink, open_sink, retry_filter
 from .sources import items
@@ -47,6 +48,8 @@ class Job:
       files instead.
     - ``workers``: processes that fetch (see :mod:`surefetch.parallel`); ``loop``: their
       event loop (auto, uvloop, asyncio).
+    - ``politeness``: per-host rate, adaptive concurrency, retry budget and circuit
+      breakers (:mod:`surefetch.polite`); ``robots``: obey robots.txt.
     """
 
     input: str
@@ -62,6 +65,8 @@ class Job:
     bodies: str | None = None
     workers: int = 1
     loop: str = "auto"
+    politeness: Politeness = field(default_factory=Politeness)
+    robots: bool = False
 
     def __post_init__(self) -> None:
         retry_filter(self.retry_failed)  # raises ValueError for unknown words
@@ -146,6 +151,8 @@ class FetchJob:
                         bodies=job.bodies,
                         stats=self.stats,
                         loop=job.loop,
+                        politeness=job.politeness,
+                        robots=job.robots,
                     )
                 else:
                     async with self.client:
@@ -159,6 +166,8 @@ class FetchJob:
                             stop=stop,
                             bodies=bodies,
                             stats=self.stats,
+                            politeness=job.politeness,
+                            robots=job.robots,
                         )
                 for ticker in tickers:
                     ticker.cancel()

@@ -27,6 +27,7 @@ from ._wire import Batch, Config, Done, End, Records, Stop, WireItem, frame, rea
 from .client import Client
 from .engine import Emit, Stats, admitted
 from .errors import SurefetchError
+from .polite import Politeness
 from .sources import Item
 
 __all__ = ["WorkerError", "run_parallel"]
@@ -41,7 +42,14 @@ class WorkerError(SurefetchError):
 
 
 def _config(
-    client: Client, workers: int, spread: bool, store_body: bool, bodies: str | None, loop: str
+    client: Client,
+    workers: int,
+    spread: bool,
+    store_body: bool,
+    bodies: str | None,
+    loop: str,
+    politeness: Politeness,
+    robots: bool,
 ) -> Config:
     limits = client.limits
     concurrency = max(1, limits.concurrency // workers)
@@ -71,6 +79,9 @@ def _config(
         loop=loop,
         log_level=logs.settings()[0],
         log_format=logs.settings()[1],
+        # Each worker keeps its share of the per-host rates when hosts are spread.
+        politeness=(politeness.share(workers) if spread else politeness),
+        robots=robots,
     )
 
 
@@ -87,6 +98,8 @@ async def run_parallel(
     bodies: str | None = None,
     stats: Stats | None = None,
     loop: str = "auto",
+    politeness: Politeness | None = None,
+    robots: bool = False,
 ) -> Stats:
     """Like :func:`surefetch.run`, over ``workers`` processes. ``client`` gives the
     settings (it is not opened here: each worker opens its own)."""
@@ -94,7 +107,11 @@ async def run_parallel(
     seen = seen if seen is not None else UrlIndex()
     stopping = stop if stop is not None else asyncio.Event()
     spread = client.limits.per_host >= workers
-    config = frame(_config(client, workers, spread, store_body, bodies, loop))
+    config = frame(
+        _config(
+            client, workers, spread, store_body, bodies, loop, politeness or Politeness(), robots
+        )
+    )
     credit = 4 * max(1, client.limits.concurrency // workers) + 2 * _BATCH
     outstanding = [0] * workers
     batches: list[list[WireItem]] = [[] for _ in range(workers)]
@@ -109,6 +126,9 @@ async def run_parallel(
                 "surefetch._worker",
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
+                # Own session: a Ctrl-C at the terminal reaches the main process only,
+                # which then stops the workers in order.
+                start_new_session=True,
             )
             assert proc.stdin is not None
             proc.stdin.write(config)

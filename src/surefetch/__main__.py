@@ -1,0 +1,5 @@
+"""``python -m surefetch``: the command line."""
+
+from ._entry import main
+
+main()

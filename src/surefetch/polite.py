@@ -1,0 +1,457 @@
+"""Per-host politeness: rate limits, adaptive concurrency, Retry-After pauses, retry
+budgets and circuit breakers.
+
+Everything here is bookkeeping with an injectable clock and no I/O, so it is tested
+without a network; the engine asks it which host may send next and tells it how every
+attempt went.
+
+- **Rate** (``rate``): a token bucket per host holding one token, so two requests to a
+  host are never closer than ``1 / rate`` seconds: at most ``rate`` in any second.
+- **Adaptive concurrency** (AIMD, as TCP and Netflix's concurrency-limits do): a host
+  starts at ``start_limit`` requests in flight; every healthy response adds
+  ``1 / limit`` (one more per round of responses), up to ``per_host``; a 429 or 503,
+  a connect timeout, or a latency above ``latency_factor`` times the host's best
+  halves it (at most once per ``cut_every`` seconds, so one burst of failures counts
+  once).
+- **Retry-After** on a 429/503 pauses new requests to the host, not only the one URL.
+- **Retry budget**: retries to a host may add at most ``retry_budget`` (20 %) to the
+  first attempts sent to it, plus a small floor (``retry_floor``).
+- **Circuit breaker**: ``breaker_after`` connect-level failures in a row (refused, DNS,
+  connect timeout or error) open the host's circuit: its URLs wait, one probe goes
+  after ``cooldown`` seconds (doubling while it fails, up to ``cooldown_max``). A host
+  down for ``host_down_after`` seconds is given up: its URLs get ``host_unavailable``
+  records at once.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import heapq
+import math
+import re
+import time
+import tomllib
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, TypeVar
+
+__all__ = [
+    "CONNECT_KINDS",
+    "HostRule",
+    "Politeness",
+    "Scheduler",
+    "load_host_rules",
+    "parse_rate",
+]
+
+T = TypeVar("T")
+
+#: Failures that say the host cannot be reached at all.
+CONNECT_KINDS = frozenset({"connect_refused", "dns_error", "connect_timeout", "connect_error"})
+#: Outcomes that say "slow down".
+_OVERLOAD_STATUSES = frozenset({429, 503})
+_OVERLOAD_KINDS = frozenset({"connect_timeout"})
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute)\s*$", re.IGNORECASE)
+
+
+def parse_rate(text: str) -> float:
+    """``"20/s"`` -> 20.0, ``"30/m"`` -> 0.5 (requests per second)."""
+    match = _RATE.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"not a rate: {text!r} (try 20/s or 30/m)")
+    per = 60.0 if match.group(2).lower().startswith("m") else 1.0
+    return float(match.group(1)) / per
+
+
+@dataclass(frozen=True, slots=True)
+class HostRule:
+    """Overrides for hosts whose name matches ``match`` (a shell pattern)."""
+
+    match: str
+    rate: float | None = None
+    per_host: int | None = None
+    headers: Mapping[str, str] | None = None
+
+
+def load_host_rules(path: str) -> tuple[HostRule, ...]:
+    """Read ``--hosts FILE``: TOML with ``[[host]]`` tables (match, rate, per_host,
+    headers). Raises ValueError naming what is wrong."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path} is not valid TOML: {exc}") from None
+    rules = []
+    for n, table in enumerate(data.get("host", []), 1):
+        where = f"{path}: [[host]] number {n}"
+        if not isinstance(table, dict) or not isinstance(table.get("match"), str):
+            raise ValueError(f'{where} needs match = "pattern"')
+        unknown = set(table) - {"match", "rate", "per_host", "headers"}
+        if unknown:
+            raise ValueError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+        rate = table.get("rate")
+        per_host = table.get("per_host")
+        headers = table.get("headers")
+        if per_host is not None and (not isinstance(per_host, int) or per_host < 1):
+            raise ValueError(f"{where}: per_host must be a whole number >= 1")
+        if headers is not None and not (
+            isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values())
+        ):
+            raise ValueError(f"{where}: headers must map names to strings")
+        try:
+            parsed_rate = parse_rate(str(rate)) if rate is not None else None
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        rules.append(HostRule(table["match"].lower(), parsed_rate, per_host, headers))
+    if set(data) - {"host"}:
+        raise ValueError(f"{path}: unknown table {sorted(set(data) - {'host'})[0]!r}")
+    return tuple(rules)
+
+
+@dataclass(frozen=True, slots=True)
+class Politeness:
+    """The politeness settings; see the module docstring for what each does."""
+
+    rate: float | None = None
+    #: Per-host concurrency for hosts without a rule (None: ``Limits.per_host``).
+    per_host: int | None = None
+    adaptive: bool = True
+    start_limit: int = 2
+    latency_factor: float = 3.0
+    cut_every: float = 1.0
+    retry_budget: float = 0.2
+    retry_floor: int = 10
+    breaker_after: int = 5
+    cooldown: float = 2.0
+    cooldown_max: float = 60.0
+    host_down_after: float = 300.0
+    retry_after_max: float = 120.0
+    rules: tuple[HostRule, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.rate is not None and self.rate <= 0:
+            raise ValueError(f"rate must be positive, got {self.rate}")
+        if self.retry_budget < 0:
+            raise ValueError(f"retry budget must be >= 0, got {self.retry_budget}")
+        if self.breaker_after < 1:
+            raise ValueError(f"breaker_after must be >= 1, got {self.breaker_after}")
+        if self.host_down_after <= 0 or self.cooldown <= 0:
+            raise ValueError("host_down_after and cooldown must be positive")
+
+    def share(self, workers: int) -> Politeness:
+        """This policy's share for one of ``workers`` processes that all send to every
+        host: rates and per-host limits divided, so that they hold in total."""
+        if workers == 1:
+            return self
+
+        def part(limit: int | None) -> int | None:
+            return max(1, limit // workers) if limit else None
+
+        return replace(
+            self,
+            rate=self.rate / workers if self.rate else None,
+            per_host=part(self.per_host),
+            rules=tuple(
+                replace(r, rate=r.rate / workers if r.rate else None, per_host=part(r.per_host))
+                for r in self.rules
+            ),
+        )
+
+
+@dataclass(slots=True)
+class _Host(Generic[T]):
+    key: str
+    name: str
+    per_host: int
+    rate: float | None
+    headers: Mapping[str, str] | None
+    limit: float
+    queue: deque[T] = field(default_factory=deque)
+    active: int = 0
+    tokens: float = 1.0
+    refilled: float = 0.0
+    paused_until: float = 0.0
+    best_latency: float = math.inf
+    last_cut: float = -math.inf
+    sent: int = 0
+    retries: int = 0
+    failures_in_row: int = 0
+    open_until: float = 0.0
+    cooldown: float = 0.0
+    down_since: float | None = None
+    probing: bool = False
+    given_up: bool = False
+    listed: bool = False  # in the eligible list, or waiting on a timer
+    blocked: Any = None  # robots.txt gate: a value while not yet allowed to run
+
+
+class Scheduler(Generic[T]):
+    """Which queued work may be sent next, host by host.
+
+    ``add`` queues work for a host; ``take`` returns the next work that may be sent
+    now (or None), reserving a slot and a token; ``finished`` frees the slot and
+    learns from the outcome; ``wake_in`` says when a timer (token, pause, cooldown)
+    will make more work eligible. Hosts are only looked at when something about them
+    changed, so the cost does not grow with the number of hosts.
+    """
+
+    def __init__(
+        self,
+        policy: Politeness,
+        per_host: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policy = policy
+        self.per_host = per_host
+        self.clock = clock
+        self.hosts: dict[str, _Host[T]] = {}
+        self.queued = 0
+        self._eligible: deque[_Host[T]] = deque()
+        self._timers: list[tuple[float, int, _Host[T]]] = []
+        self._seq = 0
+        #: Called with (host name, work) for work given up because its host is down.
+        self.on_given_up: Callable[[str, T], None] | None = None
+
+    # -- hosts -------------------------------------------------------------------
+
+    def host(self, key: str, name: str) -> _Host[T]:
+        host = self.hosts.get(key)
+        if host is None:
+            policy = self.policy
+            per_host, rate, headers = self.per_host, policy.rate, None
+            for rule in policy.rules:
+                if fnmatch.fnmatchcase(name.lower(), rule.match):
+                    per_host = rule.per_host or per_host
+                    rate = rule.rate if rule.rate is not None else rate
+                    headers = rule.headers
+                    break
+            start = min(per_host, policy.start_limit) if policy.adaptive else per_host
+            host = _Host(key, name, per_host, rate, headers, float(start))
+            host.refilled = self.clock()
+            self.hosts[key] = host
+        return host
+
+    def headers(self, key: str) -> Mapping[str, str] | None:
+        host = self.hosts.get(key)
+        return host.headers if host is not None else None
+
+    def block(self, key: str, name: str, reason: Any) -> None:
+        """Hold the host's work until :meth:`unblock` (e.g. while robots.txt loads)."""
+        self.host(key, name).blocked = reason
+
+    def unblock(self, key: str, rate: float | None = None) -> None:
+        host = self.hosts[key]
+        host.blocked = None
+        if rate is not None:
+            host.rate = min(rate, host.rate) if host.rate else rate
+        self._list(host)
+
+    def remove(self, key: str, unwanted: Callable[[T], bool]) -> list[T]:
+        """Take the host's queued work that ``unwanted`` selects out of the queue."""
+        host = self.hosts.get(key)
+        if host is None:
+            return []
+        kept: deque[T] = deque()
+        removed: list[T] = []
+        for work in host.queue:
+            (removed if unwanted(work) else kept).append(work)
+        host.queue = kept
+        self.queued -= len(removed)
+        return removed
+
+    def is_given_up(self, key: str) -> bool:
+        host = self.hosts.get(key)
+        return host is not None and host.given_up
+
+    def blocked_reason(self, key: str) -> Any:
+        host = self.hosts.get(key)
+        return host.blocked if host is not None else None
+
+    # -- work in -----------------------------------------------------------------
+
+    def add(self, key: str, name: str, work: T) -> bool:
+        """Queue ``work`` for its host. False (and nothing queued) if the host was
+        given up: the caller records ``host_unavailable`` itself."""
+        host = self.host(key, name)
+        if host.given_up:
+            return False
+        host.queue.append(work)
+        self.queued += 1
+        self._list(host)
+        return True
+
+    def _list(self, host: _Host[T]) -> None:
+        if not host.listed and host.queue:
+            host.listed = True
+            self._eligible.append(host)
+
+    # -- work out ----------------------------------------------------------------
+
+    def take(self) -> tuple[_Host[T], T] | None:
+        """The next work that may be sent now, with a slot and a token reserved."""
+        now = self.clock()
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            host = heapq.heappop(timers)[2]
+            host.listed = False
+            self._list(host)
+        eligible = self._eligible
+        while eligible:
+            host = eligible[0]
+            wait = self._wait(host, now)
+            if wait is None:  # no free slot (or blocked): a finish will list it again
+                eligible.popleft()
+                host.listed = False
+                continue
+            if wait > 0:
+                eligible.popleft()
+                self._seq += 1
+                heapq.heappush(timers, (now + wait, self._seq, host))
+                continue
+            work = host.queue.popleft()
+            self.queued -= 1
+            host.active += 1
+            host.sent += 1
+            if host.rate:
+                host.tokens -= 1.0
+            if host.open_until:
+                host.probing = True
+            # Round-robin: the host goes to the back if it still has work.
+            eligible.popleft()
+            if host.queue:
+                eligible.append(host)
+            else:
+                host.listed = False
+            return host, work
+        return None
+
+    def _wait(self, host: _Host[T], now: float) -> float | None:
+        """0 if the host may send now; seconds until it may; None if only a finished
+        request (or an unblock) can change that."""
+        if not host.queue or host.blocked is not None:
+            return None
+        if host.open_until:
+            if host.probing:
+                return None  # one probe at a time while the circuit is open
+            if now < host.open_until:
+                return host.open_until - now
+        elif host.active >= max(1, int(host.limit)):
+            return None
+        if now < host.paused_until:
+            return host.paused_until - now
+        if host.rate:
+            host.tokens = min(1.0, host.tokens + (now - host.refilled) * host.rate)
+            host.refilled = now
+            if host.tokens < 1.0:
+                return (1.0 - host.tokens) / host.rate
+        return 0.0
+
+    def wake_in(self) -> float | None:
+        """Seconds until the earliest timer, or None if there is none."""
+        if not self._timers:
+            return None
+        return max(0.0, self._timers[0][0] - self.clock())
+
+    # -- learning from outcomes --------------------------------------------------
+
+    def attempt_done(
+        self,
+        key: str,
+        *,
+        kind: str | None,
+        status: int | None,
+        latency: float,
+        retry_after: float | None = None,
+    ) -> None:
+        """Learn from one attempt (first or retry) to the host ``key``."""
+        host = self.hosts.get(key)
+        if host is None:
+            return
+        now = self.clock()
+        policy = self.policy
+        if kind in CONNECT_KINDS:
+            host.failures_in_row += 1
+            if host.down_since is None:
+                host.down_since = now
+            if host.open_until or host.failures_in_row >= policy.breaker_after:
+                self._open(host, now)
+        else:
+            if host.open_until:  # the probe got through: close the circuit
+                host.open_until = 0.0
+                host.cooldown = 0.0
+                host.probing = False
+            host.failures_in_row = 0
+            host.down_since = None
+        if retry_after is not None and status in _OVERLOAD_STATUSES:
+            host.paused_until = max(
+                host.paused_until, now + min(retry_after, policy.retry_after_max)
+            )
+        if not policy.adaptive:
+            return
+        overloaded = status in _OVERLOAD_STATUSES or kind in _OVERLOAD_KINDS
+        if kind is None and status is not None and not overloaded:
+            if latency < host.best_latency:
+                host.best_latency = latency
+            elif latency > policy.latency_factor * host.best_latency + 0.005:
+                overloaded = True
+        if overloaded:
+            if now - host.last_cut >= policy.cut_every:
+                host.limit = max(1.0, host.limit / 2)
+                host.last_cut = now
+        elif kind is None:
+            host.limit = min(float(host.per_host), host.limit + 1.0 / host.limit)
+
+    def _open(self, host: _Host[T], now: float) -> None:
+        policy = self.policy
+        host.probing = False
+        if host.down_since is not None and now - host.down_since >= policy.host_down_after:
+            self._give_up(host)
+            return
+        host.cooldown = min(policy.cooldown_max, host.cooldown * 2 or policy.cooldown)
+        host.open_until = now + host.cooldown
+        self._list(host)
+
+    def _give_up(self, host: _Host[T]) -> None:
+        host.given_up = True
+        queue, host.queue = host.queue, deque()
+        self.queued -= len(queue)
+        for work in queue:
+            if self.on_given_up is not None:
+                self.on_given_up(host.name, work)
+
+    def retry_allowed(self, key: str) -> float | None:
+        """Whether a retry may go to host ``key`` now: None if not (budget spent, host
+        given up or its circuit open), else the seconds to wait for its rate or pause.
+        Takes the retry from the budget and reserves the token."""
+        host = self.hosts.get(key)
+        if host is None:
+            return 0.0
+        policy = self.policy
+        if host.given_up or host.open_until:
+            return None
+        if host.retries + 1 > max(policy.retry_floor, policy.retry_budget * host.sent):
+            return None
+        host.retries += 1
+        now = self.clock()
+        wait = max(0.0, host.paused_until - now)
+        if host.rate:
+            host.tokens = min(1.0, host.tokens + (now - host.refilled) * host.rate)
+            host.refilled = now
+            host.tokens -= 1.0
+            if host.tokens < 0:
+                wait = max(wait, -host.tokens / host.rate)
+        return wait
+
+    def finished(self, key: str) -> None:
+        """The work taken for host ``key`` is done (its slot is free again)."""
+        host = self.hosts[key]
+        host.active -= 1
+        host.probing = False
+        if host.given_up:
+            return
+        self._list(host)
