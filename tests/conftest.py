@@ -28,6 +28,18 @@ class Tracker:
     total_inflight: int = 0
     total_peak: int = 0
     headers: list[dict[str, str]] = field(default_factory=list)
+    #: When each request arrived (time.monotonic()).
+    times: list[float] = field(default_factory=list)
+
+    def busiest_second(self) -> int:
+        """The most requests that arrived within any one second."""
+        times = sorted(self.times)
+        best = start = 0
+        for end, t in enumerate(times):
+            while t - times[start] >= 1.0:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
 
 
 def make_app(tracker: Tracker, delay: float = 0.0) -> web.Application:
@@ -37,6 +49,7 @@ def make_app(tracker: Tracker, delay: float = 0.0) -> web.Application:
     async def track(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
         host = request.host
         tracker.hits[request.path_qs] += 1
+        tracker.times.append(time.monotonic())
         tracker.inflight[host] += 1
         tracker.total_inflight += 1
         tracker.peak[host] = max(tracker.peak[host], tracker.inflight[host])

@@ -134,14 +134,24 @@ async def run_parallel(
             proc.stdin.write(config)
             procs.append(proc)
 
+        async def tell(k: int, message: bytes) -> None:
+            stdin = procs[k].stdin
+            assert stdin is not None
+            try:
+                stdin.write(message)
+                await stdin.drain()
+            except (ConnectionError, RuntimeError):  # its pipe is gone: it died
+                raise await died(k) from None
+
+        async def died(k: int) -> WorkerError:
+            code = await procs[k].wait()
+            return WorkerError(f"worker process {k + 1} of {workers} died (exit status {code})")
+
         async def send(k: int) -> None:
             batch = batches[k]
             if batch:
                 batches[k] = []
-                stdin = procs[k].stdin
-                assert stdin is not None
-                stdin.write(frame(Batch(batch)))
-                await stdin.drain()
+                await tell(k, frame(Batch(batch)))
 
         async def feed() -> None:
             async for item, _target, host in admitted(items, emit, stats, seen=seen, done=done):
@@ -192,8 +202,7 @@ async def run_parallel(
                     stats.in_flight -= outstanding[k]
                     outstanding[k] = 0
                     return
-            code = await procs[k].wait()
-            raise WorkerError(f"worker process {k + 1} of {workers} died (exit status {code})")
+            raise await died(k)
 
         async with asyncio.TaskGroup() as tg:
             collectors = [tg.create_task(collect(k)) for k in range(workers)]
@@ -207,14 +216,12 @@ async def run_parallel(
                 await asyncio.wait((feeder,))
             ticker.cancel()
             halt.cancel()
-            for k, proc in enumerate(procs):
+            for k in range(workers):
                 if finishing:
                     await send(k)
                 else:
                     stats.abandoned += len(batches[k])
-                assert proc.stdin is not None
-                proc.stdin.write(frame(End() if finishing else Stop()))
-                await proc.stdin.drain()
+                await tell(k, frame(End() if finishing else Stop()))
             await asyncio.wait(collectors)
         clean = True
     finally:

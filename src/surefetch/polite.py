@@ -13,6 +13,9 @@ attempt went.
   a connect timeout, or a latency above ``latency_factor`` times the host's best
   halves it (at most once per ``cut_every`` seconds, so one burst of failures counts
   once).
+- **Learned rate**: a 429 or 503 also caps the host's rate at 80 % of what it was
+  sent in the last second; healthy answers raise that cap by about 5 % a second, so
+  the rate settles just under what the host tolerates.
 - **Retry-After** on a 429/503 pauses new requests to the host, not only the one URL.
 - **Retry budget**: retries to a host may add at most ``retry_budget`` (20 %) to the
   first attempts sent to it, plus a small floor (``retry_floor``).
@@ -121,7 +124,7 @@ class Politeness:
     per_host: int | None = None
     adaptive: bool = True
     start_limit: int = 2
-    latency_factor: float = 3.0
+    latency_factor: float = 2.0
     cut_every: float = 1.0
     retry_budget: float = 0.2
     retry_floor: int = 10
@@ -170,6 +173,11 @@ class _Host(Generic[T]):
     rate: float | None
     headers: Mapping[str, str] | None
     limit: float
+    #: The rate the host tolerates, learned from its 429/503 answers (None: unknown).
+    learned: float | None = None
+    window_start: float = 0.0
+    window_sent: int = 0
+    last_window_rate: float = 0.0
     queue: deque[T] = field(default_factory=deque)
     active: int = 0
     tokens: float = 1.0
@@ -317,7 +325,8 @@ class Scheduler(Generic[T]):
             self.queued -= 1
             host.active += 1
             host.sent += 1
-            if host.rate:
+            self._count_send(host, now)
+            if self._rate(host):
                 host.tokens -= 1.0
             if host.open_until:
                 host.probing = True
@@ -329,6 +338,20 @@ class Scheduler(Generic[T]):
                 host.listed = False
             return host, work
         return None
+
+    @staticmethod
+    def _rate(host: _Host[T]) -> float | None:
+        if host.learned is None:
+            return host.rate
+        return min(host.rate, host.learned) if host.rate else host.learned
+
+    def _count_send(self, host: _Host[T], now: float) -> None:
+        """Keep the host's sends per second, measured over whole seconds."""
+        if now - host.window_start >= 1.0:
+            host.last_window_rate = host.window_sent / (now - host.window_start)
+            host.window_start = now
+            host.window_sent = 0
+        host.window_sent += 1
 
     def _wait(self, host: _Host[T], now: float) -> float | None:
         """0 if the host may send now; seconds until it may; None if only a finished
@@ -344,11 +367,12 @@ class Scheduler(Generic[T]):
             return None
         if now < host.paused_until:
             return host.paused_until - now
-        if host.rate:
-            host.tokens = min(1.0, host.tokens + (now - host.refilled) * host.rate)
+        rate = self._rate(host)
+        if rate:
+            host.tokens = min(1.0, host.tokens + (now - host.refilled) * rate)
             host.refilled = now
             if host.tokens < 1.0:
-                return (1.0 - host.tokens) / host.rate
+                return (1.0 - host.tokens) / rate
         return 0.0
 
     def wake_in(self) -> float | None:
@@ -403,8 +427,18 @@ class Scheduler(Generic[T]):
             if now - host.last_cut >= policy.cut_every:
                 host.limit = max(1.0, host.limit / 2)
                 host.last_cut = now
+                if status in _OVERLOAD_STATUSES:
+                    # The host says "too many": send at most 80 % of what it just got.
+                    sent = host.last_window_rate or host.window_sent / max(
+                        now - host.window_start, 1e-3
+                    )
+                    current = min(sent, host.learned) if host.learned else sent
+                    host.learned = max(0.1, 0.8 * current)
         elif kind is None:
             host.limit = min(float(host.per_host), host.limit + 1.0 / host.limit)
+            if host.learned is not None:
+                # About +5 % a second at the learned rate: probe upwards slowly.
+                host.learned += 0.05
 
     def _open(self, host: _Host[T], now: float) -> None:
         policy = self.policy
@@ -438,13 +472,15 @@ class Scheduler(Generic[T]):
             return None
         host.retries += 1
         now = self.clock()
+        self._count_send(host, now)
         wait = max(0.0, host.paused_until - now)
-        if host.rate:
-            host.tokens = min(1.0, host.tokens + (now - host.refilled) * host.rate)
+        rate = self._rate(host)
+        if rate:
+            host.tokens = min(1.0, host.tokens + (now - host.refilled) * rate)
             host.refilled = now
             host.tokens -= 1.0
             if host.tokens < 0:
-                wait = max(wait, -host.tokens / host.rate)
+                wait = max(wait, -host.tokens / rate)
         return wait
 
     def finished(self, key: str) -> None:

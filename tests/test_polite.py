@@ -1,0 +1,319 @@
+"""Politeness: the scheduler's decisions on a fake clock, then real runs against servers
+that push back, slow down, or are dead."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from surefetch import Client, Limits, Politeness, RetryPolicy, Timeouts
+from surefetch.polite import HostRule, Scheduler, load_host_rules, parse_rate
+
+from .conftest import HOSTS, Server, start_app
+from .helpers import records, surefetch
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def scheduler(**kw: object) -> tuple[Scheduler[int], Clock]:
+    clock = Clock()
+    return Scheduler(Politeness(**kw), 8, clock=clock), clock  # type: ignore[arg-type]
+
+
+def test_parse_rate() -> None:
+    assert parse_rate("20/s") == 20.0
+    assert parse_rate("30/m") == 0.5
+    assert parse_rate(" 2.5 / sec ") == 2.5
+    for bad in ("", "20", "0/s", "-1/s", "5/h"):
+        with pytest.raises(ValueError, match="not a rate"):
+            parse_rate(bad)
+
+
+def test_rate_spaces_requests_to_a_host() -> None:
+    sched, clock = scheduler(rate=10.0, adaptive=False)
+    for n in range(3):
+        sched.add("a:80", "a", n)
+        sched.add("b:80", "b", n)
+    taken = [sched.take(), sched.take()]
+    assert {t[0].name for t in taken if t} == {"a", "b"}
+    assert sched.take() is None  # both hosts must wait for a token
+    assert sched.wake_in() == pytest.approx(0.1)
+    clock.now += 0.1
+    assert sched.take() is not None and sched.take() is not None
+    assert sched.take() is None
+
+
+def test_slots_free_up_when_work_finishes() -> None:
+    sched, _ = scheduler(adaptive=False)
+    sched.per_host = 2
+    for n in range(5):
+        sched.add("a:80", "a", n)
+    got = [sched.take(), sched.take(), sched.take()]
+    assert got[2] is None and sched.wake_in() is None
+    sched.finished("a:80")
+    assert sched.take() is not None
+
+
+def test_aimd_grows_on_health_and_halves_on_overload() -> None:
+    sched, clock = scheduler(start_limit=2)
+    host = sched.host("a:80", "a")
+    assert host.limit == 2
+    for _ in range(40):
+        sched.attempt_done("a:80", kind=None, status=200, latency=0.01)
+    assert 6 < host.limit <= 8  # additive: about +1 per round of responses, capped at 8
+    sched.attempt_done("a:80", kind=None, status=429, latency=0.01)
+    halved = host.limit
+    assert 3 < halved <= 4
+    sched.attempt_done("a:80", kind=None, status=503, latency=0.01)
+    assert host.limit == halved  # one cut per cut_every, however many 429s arrive at once
+    clock.now += 1.1
+    sched.attempt_done("a:80", kind="connect_timeout", status=None, latency=1.0)
+    assert host.limit == halved / 2
+
+
+def test_latency_rise_counts_as_overload() -> None:
+    sched, _ = scheduler(start_limit=8)
+    host = sched.host("a:80", "a")
+    sched.attempt_done("a:80", kind=None, status=200, latency=0.020)
+    sched.attempt_done("a:80", kind=None, status=200, latency=0.044)  # within 2x + 5 ms
+    assert host.limit > 8 - 1e-9
+    sched.attempt_done("a:80", kind=None, status=200, latency=0.080)
+    assert host.limit == 4
+
+
+def test_retry_after_pauses_the_whole_host() -> None:
+    sched, clock = scheduler()
+    for n in range(3):
+        sched.add("a:80", "a", n)
+    sched.attempt_done("a:80", kind=None, status=429, latency=0.01, retry_after=2.0)
+    assert sched.take() is None
+    assert sched.wake_in() == pytest.approx(2.0)
+    clock.now += 2.0
+    assert sched.take() is not None
+
+
+def test_retry_budget_caps_retries_per_host() -> None:
+    sched, _ = scheduler(retry_budget=0.2, retry_floor=2, adaptive=False)
+    for n in range(50):
+        sched.add("a:80", "a", n)
+    for _ in range(8):
+        assert sched.take() is not None
+    # 8 first attempts: 20 % is 1.6, so the floor of 2 applies.
+    assert sched.retry_allowed("a:80") == 0.0
+    assert sched.retry_allowed("a:80") == 0.0
+    assert sched.retry_allowed("a:80") is None
+
+
+def test_breaker_opens_probes_closes_and_gives_up() -> None:
+    sched, clock = scheduler(breaker_after=3, cooldown=1.0, host_down_after=10.0, adaptive=False)
+    lost: list[int] = []
+    sched.on_given_up = lambda name, work: lost.append(work)
+    for n in range(20):
+        sched.add("a:80", "a", n)
+    for _ in range(3):
+        sched.take()
+        sched.attempt_done("a:80", kind="connect_refused", status=None, latency=0.001)
+        sched.finished("a:80")
+    assert sched.take() is None  # open: wait for the cool-down
+    assert sched.retry_allowed("a:80") is None  # no retries into an open circuit
+    clock.now += 1.0
+    probe = sched.take()
+    assert probe is not None and sched.take() is None  # one probe at a time
+    sched.attempt_done("a:80", kind=None, status=200, latency=0.01)  # it answered
+    sched.finished("a:80")
+    assert sched.take() is not None  # closed again
+    # Down for good: failures keep coming until host_down_after has passed.
+    for _ in range(30):
+        clock.now += 1.0
+        got = sched.take()
+        if got is None:
+            continue
+        sched.attempt_done("a:80", kind="connect_refused", status=None, latency=0.001)
+        sched.finished("a:80")
+        if sched.is_given_up("a:80"):
+            break
+    assert sched.is_given_up("a:80")
+    assert lost and sched.queued == 0
+    assert not sched.add("a:80", "a", 99)
+
+
+def test_host_rules_from_toml(tmp_path: Path) -> None:
+    path = tmp_path / "hosts.toml"
+    path.write_text(
+        '[[host]]\nmatch = "*.slow.example"\nrate = "2/s"\nper_host = 1\n'
+        '[[host]]\nmatch = "api.example"\nheaders = { "X-Key" = "k" }\n'
+    )
+    rules = load_host_rules(str(path))
+    assert rules == (
+        HostRule("*.slow.example", 2.0, 1, None),
+        HostRule("api.example", None, None, {"X-Key": "k"}),
+    )
+    sched: Scheduler[int] = Scheduler(Politeness(rules=rules), 8)
+    assert sched.host("a.slow.example:80", "a.slow.example").per_host == 1
+    assert sched.host("a.slow.example:80", "a.slow.example").rate == 2.0
+    assert sched.headers("api.example:443") is None  # not seen yet
+    sched.host("api.example:443", "api.example")
+    assert sched.headers("api.example:443") == {"X-Key": "k"}
+    path.write_text('[[host]]\nrate = "2/s"\n')
+    with pytest.raises(ValueError, match='needs match = "pattern"'):
+        load_host_rules(str(path))
+    path.write_text('[[host]]\nmatch = "x"\nspeed = 3\n')
+    with pytest.raises(ValueError, match="unknown key 'speed'"):
+        load_host_rules(str(path))
+
+
+# -- real runs ------------------------------------------------------------------------
+
+
+class Limited:
+    """Answers 429 (Retry-After: 1) to any request beyond ``rate`` in the last second."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.recent: collections.deque[float] = collections.deque()
+        self.ok_times: list[float] = []
+        self.rejected = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        now = time.monotonic()
+        while self.recent and now - self.recent[0] >= 1.0:
+            self.recent.popleft()
+        if len(self.recent) >= self.rate:
+            self.rejected += 1
+            return web.Response(status=429, headers={"Retry-After": "1"})
+        self.recent.append(now)
+        self.ok_times.append(now)
+        return web.Response(text="ok")
+
+
+@pytest.fixture
+async def limited() -> AsyncIterator[tuple[str, Limited]]:
+    state = Limited(rate=400)
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", state.handle)
+    runner, port = await start_app(app)
+    yield f"http://127.0.0.1:{port}", state
+    await runner.cleanup()
+
+
+@pytest.mark.timeout(120)
+async def test_run_converges_under_a_servers_rate_limit(limited: tuple[str, Limited]) -> None:
+    base, state = limited
+    urls = [f"{base}/item/{i}" for i in range(20_000)]
+    retry = RetryPolicy(retries=5, backoff=0.05)
+    async with Client(limits=Limits(concurrency=64, per_host=16), retry=retry) as client:
+        results = [r async for r in client.fetch_many(urls)]
+    assert len(results) == 20_000 and all(r.ok for r in results)
+    total = len(state.ok_times) + state.rejected
+    assert state.rejected / total < 0.02, (state.rejected, total)
+    # After the first seconds, no second of the run got more than the limit (+10 %).
+    start = state.ok_times[0] + 3
+    per_second = collections.Counter(int(t - start) for t in state.ok_times if t >= start)
+    assert max(per_second.values()) <= 440
+
+
+class Kneed:
+    """Latency 20 ms up to 8 requests in flight; beyond, it grows with the queue."""
+
+    def __init__(self) -> None:
+        self.inflight = 0
+        self.samples: list[int] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.inflight += 1
+        self.samples.append(self.inflight)
+        try:
+            await asyncio.sleep(0.020 * max(1.0, self.inflight / 8))
+            return web.Response(text="ok")
+        finally:
+            self.inflight -= 1
+
+
+async def test_adaptive_concurrency_settles_near_the_knee() -> None:
+    state = Kneed()
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", state.handle)
+    runner, port = await start_app(app)
+    try:
+        urls = [f"http://127.0.0.1:{port}/{i}" for i in range(3000)]
+        async with Client(limits=Limits(concurrency=64, per_host=64)) as client:
+            results = [r async for r in client.fetch_many(urls)]
+    finally:
+        await runner.cleanup()
+    assert all(r.ok for r in results)
+    settled = sorted(state.samples[len(state.samples) // 2 :])
+    median = settled[len(settled) // 2]
+    assert 4 <= median <= 20, median  # near the knee at 8, far from the allowed 64
+
+
+async def test_dead_host_costs_healthy_hosts_little(slow_server: Server, unused_port: int) -> None:
+    healthy = [slow_server.url(f"/p/{h}-{i}", h) for i in range(100) for h in HOSTS[:2]]
+    dead = [f"http://127.0.0.1:{unused_port}/x/{i}" for i in range(300)]
+    limits = Limits(concurrency=16, per_host=8)
+    policy = Politeness(host_down_after=1.0, cooldown=0.2)
+    retry = RetryPolicy(retries=2, backoff=0.05)
+
+    async def timed(urls: list[str]) -> tuple[float, list[object]]:
+        started = time.monotonic()
+        async with Client(limits=limits, retry=retry) as client:
+            done = [r async for r in client.fetch_many(urls, politeness=policy)]
+        return time.monotonic() - started, done
+
+    alone, _ = await timed(healthy)
+    mixed_urls = [u for pair in zip(healthy, dead[: len(healthy)], strict=False) for u in pair]
+    mixed_urls += dead[len(healthy) :]
+    mixed, results = await timed(mixed_urls)
+    assert len(results) == 500
+    kinds = collections.Counter(
+        r.error.kind if r.error else "ok"
+        for r in results  # type: ignore[attr-defined]
+    )
+    assert kinds["ok"] == 200 and kinds["host_unavailable"] > 250
+    # Healthy hosts keep their pace: the dead host adds little to the run.
+    assert mixed < alone * 1.1 + 1.2, (alone, mixed)
+
+
+async def test_retry_budget_caps_a_failing_hosts_requests(server: Server) -> None:
+    urls = [server.url(f"/status/503?i={i}") for i in range(200)]
+    retry = RetryPolicy(retries=3, backoff=0.001, backoff_max=0.001)
+    policy = Politeness(adaptive=False)
+    async with Client(retry=retry, timeouts=Timeouts(total=5)) as client:
+        results = [r async for r in client.fetch_many(urls, politeness=policy)]
+    assert all(r.status == 503 for r in results)
+    sent = sum(server.tracker.hits.values())
+    assert sent <= 1.2 * 200 + 10, sent
+    assert sent > 200  # some retries did happen
+
+
+async def test_rate_holds_with_high_concurrency(server: Server, tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(server.url(f"/p/{i}") for i in range(60)) + "\n")
+    out = tmp_path / "o.jsonl"
+    code, _, err = await surefetch(
+        "fetch",
+        str(src),
+        "-o",
+        str(out),
+        "--rate",
+        "40/s",
+        "--concurrency",
+        "256",
+        "--per-host",
+        "256",
+    )
+    assert code == 0, err
+    assert len(records(out)) == 60
+    assert server.tracker.busiest_second() <= 40
+    assert max(server.tracker.times) - min(server.tracker.times) >= 1.4
