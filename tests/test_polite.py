@@ -315,5 +315,8 @@ async def test_rate_holds_with_high_concurrency(server: Server, tmp_path: Path) 
     )
     assert code == 0, err
     assert len(records(out)) == 60
-    assert server.tracker.busiest_second() <= 40
+    # Sends are 1/40 s apart per host in total (1/20 s in each of the two processes);
+    # arrival times jitter by a millisecond or so, which can let one more request of
+    # each process into a one-second window: 40 + 2 at most.
+    assert server.tracker.busiest_second() <= 42
     assert max(server.tracker.times) - min(server.tracker.times) >= 1.4

@@ -449,6 +449,13 @@ def fetch(
     help="Where the demo's records go (replaced).",
 )
 @click.option(
+    "--report",
+    default="demo-report.html",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Where the demo's HTML report goes (replaced).",
+)
+@click.option(
     "--urls",
     "count",
     type=click.IntRange(min=10, max=100_000),
@@ -456,7 +463,7 @@ def fetch(
     show_default=True,
     help="How many URLs to fetch.",
 )
-def demo(output: str, count: int) -> None:
+def demo(output: str, report: str, count: int) -> None:
     """Fetch a few thousand URLs from a built-in local server that misbehaves on purpose."""
     from .demo import demo_urls, serve_demo
 
@@ -484,16 +491,34 @@ def demo(output: str, count: int) -> None:
             loop="auto",
             display=Display(),
         )
+    from .report import build_report
+
+    try:
+        build_report(output, report)
+        where = f"Report: {report} (open it in a browser; it needs no network).\n"
+    except click.ClickException as exc:
+        where = f"No report: {exc.format_message()}\n"
     click.echo(
-        f"\nRecords: {output} (one JSON object per URL). Try:\n"
+        f"\n{where}"
+        f"Records: {output} (one JSON object per URL). Try:\n"
         f"  jq -c 'select(.ok | not) | {{url, error}}' {output} | head\n"
         f"  jq -r '.error.kind // \"ok\"' {output} | sort | uniq -c\n"
+        f"  surefetch report {output} -o my-report.html\n"
         "  surefetch fetch urls.txt -o results.jsonl   # your own list, one URL per line",
         err=True,
     )
 
 
 _SECRET_HEADER = re.compile(r"(?i)^\s*(authorization|proxy-authorization|cookie)\s*:")
+
+
+def _register_report() -> None:
+    from .report import report_command
+
+    cli.add_command(report_command)
+
+
+_register_report()
 
 
 def _again(argv: list[str]) -> str:

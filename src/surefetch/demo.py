@@ -38,7 +38,7 @@ def _app() -> web.Application:
         key = request.path
         hits[key] = hits.get(key, 0) + 1
         if hits[key] == 1:
-            return web.Response(status=503, text="try again", headers={"Retry-After": "1"})
+            return web.Response(status=503, text="try again")
         return web.Response(text="second time lucky")
 
     async def status(request: web.Request) -> web.Response:

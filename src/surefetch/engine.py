@@ -152,6 +152,7 @@ async def run(
     """
     limits = client.limits
     backlog_cap = max_backlog or max(1024, 16 * limits.concurrency)
+    held_cap = 64 * backlog_cap
     stats = stats if stats is not None else Stats()
     if dedupe and seen is None:
         seen = UrlIndex()
@@ -242,7 +243,10 @@ async def run(
                     continue
             sched.add(key, name, (item, target))
             wake.set()
-            while sched.queued >= backlog_cap:
+            # Work held for hosts that are down does not count against the backlog, so
+            # that a dead host cannot starve the others; a second, larger cap keeps
+            # memory bounded all the same.
+            while sched.queued - sched.held >= backlog_cap or sched.queued >= held_cap:
                 room.clear()
                 await room.wait()
         feeding = False

@@ -13,8 +13,8 @@ attempt went.
   a connect timeout, or a latency above ``latency_factor`` times the host's best
   halves it (at most once per ``cut_every`` seconds, so one burst of failures counts
   once).
-- **Learned rate**: a 429 or 503 also caps the host's rate at 80 % of what it was
-  sent in the last second; healthy answers raise that cap by about 5 % a second, so
+- **Learned rate**: a 429 also caps the host's rate at 80 % of what it was sent in
+  the last second; healthy answers raise that cap by about 5 % a second, so
   the rate settles just under what the host tolerates.
 - **Retry-After** on a 429/503 pauses new requests to the host, not only the one URL.
 - **Retry budget**: retries to a host may add at most ``retry_budget`` (20 %) to the
@@ -165,7 +165,7 @@ class Politeness:
         )
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # compared and hashed by identity
 class _Host(Generic[T]):
     key: str
     name: str
@@ -220,6 +220,7 @@ class Scheduler(Generic[T]):
         self.hosts: dict[str, _Host[T]] = {}
         self.queued = 0
         self._eligible: deque[_Host[T]] = deque()
+        self._down: set[_Host[T]] = set()
         self._timers: list[tuple[float, int, _Host[T]]] = []
         self._seq = 0
         #: Called with (host name, work) for work given up because its host is down.
@@ -353,6 +354,11 @@ class Scheduler(Generic[T]):
             host.window_sent = 0
         host.window_sent += 1
 
+    @property
+    def held(self) -> int:
+        """Work queued for hosts whose circuit is open (waiting out a cool-down)."""
+        return sum(len(host.queue) for host in self._down)
+
     def _wait(self, host: _Host[T], now: float) -> float | None:
         """0 if the host may send now; seconds until it may; None if only a finished
         request (or an unblock) can change that."""
@@ -409,6 +415,7 @@ class Scheduler(Generic[T]):
                 host.open_until = 0.0
                 host.cooldown = 0.0
                 host.probing = False
+                self._down.discard(host)
             host.failures_in_row = 0
             host.down_since = None
         if retry_after is not None and status in _OVERLOAD_STATUSES:
@@ -427,7 +434,7 @@ class Scheduler(Generic[T]):
             if now - host.last_cut >= policy.cut_every:
                 host.limit = max(1.0, host.limit / 2)
                 host.last_cut = now
-                if status in _OVERLOAD_STATUSES:
+                if status == 429:
                     # The host says "too many": send at most 80 % of what it just got.
                     sent = host.last_window_rate or host.window_sent / max(
                         now - host.window_start, 1e-3
@@ -447,11 +454,16 @@ class Scheduler(Generic[T]):
             self._give_up(host)
             return
         host.cooldown = min(policy.cooldown_max, host.cooldown * 2 or policy.cooldown)
-        host.open_until = now + host.cooldown
+        # Probe no later than the moment the host would be given up.
+        assert host.down_since is not None
+        deadline = host.down_since + policy.host_down_after - now
+        host.open_until = now + max(0.01, min(host.cooldown, deadline))
+        self._down.add(host)
         self._list(host)
 
     def _give_up(self, host: _Host[T]) -> None:
         host.given_up = True
+        self._down.discard(host)
         queue, host.queue = host.queue, deque()
         self.queued -= len(queue)
         for work in queue:

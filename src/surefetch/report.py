@@ -125,11 +125,13 @@ KIND_COLORS: Final[dict[str, str]] = {
     "redirect_blocked": "#dbdb8d",
     "body_too_large": "#ffbb78",
     "http_status": "#ff7f0e",
+    "host_unavailable": "#393b79",
+    "robots_disallowed": "#7b4173",
     "internal_error": "#262626",
     _OTHER_KINDS: "#b0b0b0",
 }
 # For kinds this version does not know (a newer surefetch wrote the output).
-_SPARE_COLORS: Final = ("#393b79", "#843c39", "#7b4173", "#5254a3", "#ad494a", "#a55194")
+_SPARE_COLORS: Final = ("#843c39", "#5254a3", "#ad494a", "#a55194", "#8c6d31", "#6b6ecf")
 
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _SQLITE_COLUMNS: Final = (
