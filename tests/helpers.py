@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,3 +29,17 @@ async def surefetch(
 
 def records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+async def spawn(*args: str) -> asyncio.subprocess.Process:
+    """Start ``surefetch ARGS`` in the background (stderr captured, stdout dropped)."""
+    return await asyncio.create_subprocess_exec(
+        *SUREFETCH, *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+
+
+async def wait_for_requests(tracker: Any, count: int, timeout: float = 20) -> None:
+    """Wait (at most ``timeout`` s) until a test server has seen ``count`` requests."""
+    deadline = time.monotonic() + timeout
+    while sum(tracker.hits.values()) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)

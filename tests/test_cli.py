@@ -16,7 +16,7 @@ import pytest
 from surefetch.errors import KINDS
 
 from .conftest import Server
-from .helpers import SUREFETCH, records, surefetch
+from .helpers import records, spawn, surefetch, wait_for_requests
 
 FIELDS = {
     "url",
@@ -195,20 +195,15 @@ async def test_interrupt_leaves_valid_records(
     src = tmp_path / "in.txt"
     src.write_text("\n".join(slow_server.url(f"/p/{i}") for i in range(5000)) + "\n")
     out = tmp_path / "o.jsonl"
-    proc = await asyncio.create_subprocess_exec(
-        *SUREFETCH,
+    proc = await spawn(
         "fetch",
         str(src),
         "-o",
         str(out),
         "--per-host",
         "16",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
     )
-    deadline = time.monotonic() + 20
-    while sum(slow_server.tracker.hits.values()) < 200 and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await wait_for_requests(slow_server.tracker, 200, 20)
     proc.send_signal(sig)
     _, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == code, err
@@ -223,16 +218,13 @@ async def test_second_ctrl_c_stops_at_once(server: Server, tmp_path: Path) -> No
     src = tmp_path / "in.txt"
     src.write_text(server.url("/p/quick") + "\n" + server.url("/sleep/20") + "\n")
     out = tmp_path / "o.jsonl"
-    proc = await asyncio.create_subprocess_exec(
-        *SUREFETCH,
+    proc = await spawn(
         "fetch",
         str(src),
         "-o",
         str(out),
         "--grace",
         "30",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
     )
     deadline = time.monotonic() + 10
     while server.tracker.total_inflight < 1 and time.monotonic() < deadline:
@@ -253,8 +245,7 @@ async def test_grace_period_lets_requests_in_flight_finish(server: Server, tmp_p
     src = tmp_path / "in.txt"
     src.write_text("\n".join([server.url("/sleep/1")] + [server.url(f"/p/{i}") for i in range(3)]))
     out = tmp_path / "o.jsonl"
-    proc = await asyncio.create_subprocess_exec(
-        *SUREFETCH,
+    proc = await spawn(
         "fetch",
         str(src),
         "-o",
@@ -263,8 +254,6 @@ async def test_grace_period_lets_requests_in_flight_finish(server: Server, tmp_p
         "1",
         "--concurrency",
         "1",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
     )
     deadline = time.monotonic() + 10
     while server.tracker.total_inflight < 1 and time.monotonic() < deadline:

@@ -14,7 +14,7 @@ from surefetch import AttemptEvent, Client, RetryPolicy
 from surefetch.observe import LatencyHistogram
 
 from .conftest import Server
-from .helpers import SUREFETCH, records, surefetch
+from .helpers import records, spawn, surefetch, wait_for_requests
 
 
 def mixed_input(server: Server, tmp_path: Path) -> Path:
@@ -162,8 +162,7 @@ async def test_secret_headers_never_reach_logs_or_the_resume_hint(
     src = tmp_path / "in.txt"
     src.write_text("\n".join(slow_server.url(f"/p/{i}") for i in range(2000)) + "\n")
     out = tmp_path / "o.jsonl"
-    proc = await asyncio.create_subprocess_exec(
-        *SUREFETCH,
+    proc = await spawn(
         "fetch",
         str(src),
         "-o",
@@ -174,12 +173,8 @@ async def test_secret_headers_never_reach_logs_or_the_resume_hint(
         "Authorization: Bearer s3cr3t-token",
         "-H",
         "Cookie: session=c00kie",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
     )
-    deadline = time.monotonic() + 15
-    while sum(slow_server.tracker.hits.values()) < 50 and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await wait_for_requests(slow_server.tracker, 50, 15)
     proc.terminate()
     _, err = await asyncio.wait_for(proc.communicate(), 20)
     text = err.decode() + out.read_text()
@@ -193,8 +188,7 @@ async def test_prometheus_metrics_during_a_run(slow_server: Server, tmp_path: Pa
         port = s.getsockname()[1]
     src = tmp_path / "in.txt"
     src.write_text("\n".join(slow_server.url(f"/p/{i}") for i in range(400)) + "\n")
-    proc = await asyncio.create_subprocess_exec(
-        *SUREFETCH,
+    proc = await spawn(
         "fetch",
         str(src),
         "-o",
@@ -206,8 +200,6 @@ async def test_prometheus_metrics_during_a_run(slow_server: Server, tmp_path: Pa
         "--metrics-port",
         str(port),
         "-q",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
     )
     text = ""
     async with aiohttp.ClientSession() as session:

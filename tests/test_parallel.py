@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
 from .conftest import HOSTS, Server
-from .helpers import SUREFETCH, records, surefetch
+from .helpers import records, spawn, surefetch, wait_for_requests
 
 
 @pytest.mark.parametrize(("per_host", "concurrency"), [(4, 10), (1, 2)])
@@ -61,8 +60,7 @@ async def test_ctrl_c_with_workers_is_graceful(slow_server: Server, tmp_path: Pa
     src = tmp_path / "in.txt"
     src.write_text("\n".join(slow_server.url(f"/p/{i}") for i in range(5000)) + "\n")
     out = tmp_path / "o.jsonl"
-    proc = await asyncio.create_subprocess_exec(
-        *SUREFETCH,
+    proc = await spawn(
         "fetch",
         str(src),
         "-o",
@@ -71,12 +69,8 @@ async def test_ctrl_c_with_workers_is_graceful(slow_server: Server, tmp_path: Pa
         "2",
         "--per-host",
         "16",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
     )
-    deadline = time.monotonic() + 20
-    while sum(slow_server.tracker.hits.values()) < 300 and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await wait_for_requests(slow_server.tracker, 300, 20)
     proc.send_signal(signal.SIGINT)
     _, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 130, err.decode()
@@ -94,8 +88,7 @@ async def test_a_dead_worker_stops_the_run_and_keeps_records(
     src = tmp_path / "in.txt"
     src.write_text("\n".join(slow_server.url(f"/p/{i}") for i in range(5000)) + "\n")
     out = tmp_path / "o.jsonl"
-    proc = await asyncio.create_subprocess_exec(
-        *SUREFETCH,
+    proc = await spawn(
         "fetch",
         str(src),
         "-o",
@@ -104,12 +97,8 @@ async def test_a_dead_worker_stops_the_run_and_keeps_records(
         "2",
         "--per-host",
         "16",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
     )
-    deadline = time.monotonic() + 20
-    while sum(slow_server.tracker.hits.values()) < 300 and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await wait_for_requests(slow_server.tracker, 300, 20)
     workers = psutil.Process(proc.pid).children()
     assert len(workers) == 2
     workers[0].kill()
