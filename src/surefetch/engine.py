@@ -214,8 +214,14 @@ async def run(
             sched.finished(key)
             wake.set()
 
+    robots_rules: dict[str, RobotFileParser] = {}
+    robots_asked: set[str] = set()
+    robots_loading = 0
+
     async def load_robots(key: str, target: URL) -> None:
+        nonlocal robots_loading
         rules, rate = await _robots(client, target, user_agent)
+        robots_loading -= 1
         robots_rules[key] = rules
         refused.extend(
             sched.remove(key, lambda work: not rules.can_fetch(user_agent, str(work[1])))
@@ -223,10 +229,8 @@ async def run(
         sched.unblock(key, rate)
         wake.set()
 
-    robots_rules: dict[str, RobotFileParser] = {}
-
     async def feed() -> None:
-        nonlocal feeding
+        nonlocal feeding, robots_loading
         async for item, target, key in admitted(items, _emit, stats, seen=seen, done=done):
             name = target.raw_host or ""
             if sched.is_given_up(key):
@@ -234,8 +238,9 @@ async def run(
                 continue
             if robots:
                 rules = robots_rules.get(key)
-                if rules is None and sched.blocked_reason(key) is None and key not in loading:
-                    loading.add(key)
+                if rules is None and key not in robots_asked:
+                    robots_asked.add(key)
+                    robots_loading += 1
                     sched.block(key, name, "robots.txt")
                     tg.create_task(load_robots(key, target))
                 elif rules is not None and not rules.can_fetch(user_agent, str(target)):
@@ -252,8 +257,6 @@ async def run(
         feeding = False
         wake.set()
 
-    loading: set[str] = set()
-
     async def dispatch() -> None:
         while True:
             while (taken := sched.take()) is not None:
@@ -267,7 +270,7 @@ async def run(
                 item, target = refused.pop()
                 await refuse(item, _disallowed(target))
             room.set()
-            if stopping.is_set() or (not feeding and sched.queued == 0 and not loading_now()):
+            if stopping.is_set() or (not feeding and sched.queued == 0 and not robots_loading):
                 return
             wake.clear()
             timeout = sched.wake_in()
@@ -277,9 +280,6 @@ async def run(
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(timeout):
                         await wake.wait()
-
-    def loading_now() -> bool:
-        return any(sched.blocked_reason(key) is not None for key in loading)
 
     async with asyncio.TaskGroup() as tg:
         workers = [tg.create_task(worker()) for _ in range(limits.concurrency)]

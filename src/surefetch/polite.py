@@ -277,10 +277,6 @@ class Scheduler(Generic[T]):
         host = self.hosts.get(key)
         return host is not None and host.given_up
 
-    def blocked_reason(self, key: str) -> Any:
-        host = self.hosts.get(key)
-        return host.blocked if host is not None else None
-
     # -- work in -----------------------------------------------------------------
 
     def add(self, key: str, name: str, work: T) -> bool:
