@@ -262,9 +262,10 @@ async def test_connect_timeout_when_the_accept_queue_is_full(blackhole: Blackhol
 def test_connect_timeout_classifier() -> None:
     error = classify(aiohttp.ConnectionTimeoutError("Connection timeout to host x"))
     assert type(error) is ConnectTimeoutError
-    # A bare TimeoutError is a read timeout unless the total deadline fired.
-    assert type(classify(TimeoutError())) is ReadTimeoutError
-    assert type(classify(TimeoutError(), total_timeout_expired=True)) is TotalTimeoutError
+    # aiohttp raises its own subclasses for connect and read timeouts; a bare
+    # TimeoutError comes from its whole-request (total) timer.
+    assert type(classify(aiohttp.SocketTimeoutError("read"))) is ReadTimeoutError
+    assert type(classify(TimeoutError())) is TotalTimeoutError
 
 
 # -- TLS ---------------------------------------------------------------------------

@@ -43,7 +43,14 @@ class UrlIndex:
 
     def add(self, url: str) -> bool:
         """Add ``url``; return True if it was not there before."""
-        key = fingerprint(url)
+        return self.add_fingerprint(fingerprint(url))
+
+    def has_fingerprint(self, key: int) -> bool:
+        """Whether the URL with this :func:`fingerprint` was added."""
+        return self._has(key)
+
+    def add_fingerprint(self, key: int) -> bool:
+        """Add the URL with this :func:`fingerprint`; True if it was not there before."""
         if self._has(key):
             return False
         recent = self._recent

@@ -60,7 +60,8 @@ _warn_if_slow_parser()
 
 
 def _has_control(url: str) -> bool:
-    return any(ch <= " " or ch == "\x7f" for ch in url)
+    # isprintable() is False for every control character (C0, DEL, C1, ...), in C.
+    return not url.isprintable() or " " in url
 
 
 def check_url(url: str | URL) -> URL:
@@ -267,7 +268,9 @@ class Client:
             connector=connector,
             headers=self._headers,
             timeout=aiohttp.ClientTimeout(
-                total=None,  # enforced per attempt around head and body, below
+                # Covers each attempt whole: connect, head and body (aiohttp's timer also
+                # guards every read of the body).
+                total=self.timeouts.total,
                 sock_connect=self.timeouts.connect,
                 sock_read=self.timeouts.read,
             ),
@@ -463,10 +466,8 @@ class Client:
         data: bytes | str | None,
     ) -> Response:
         limits = self.limits
-        deadline = asyncio.timeout(self.timeouts.total)
         try:
             async with (
-                deadline,
                 session.request(
                     method,
                     url,
@@ -508,7 +509,7 @@ class Client:
         except FetchError:
             raise
         except Exception as exc:
-            error = classify(exc, total_timeout_expired=deadline.expired())
+            error = classify(exc)
             if isinstance(error, InternalError):
                 log.error("internal error fetching %s", url, exc_info=exc)
             raise error from exc

@@ -26,7 +26,7 @@ from urllib.robotparser import RobotFileParser
 
 from yarl import URL
 
-from ._index import UrlIndex
+from ._index import UrlIndex, fingerprint
 from .bodies import BodyStore
 from .client import check_url
 from .errors import (
@@ -100,11 +100,12 @@ async def admitted(
     async for item in _as_async(items):
         stats.read += 1
         url = item.url
-        key = redact_url(url)  # what the record will say, so resume can match it
-        if seen is not None and not seen.add(key):
+        # Keyed by what the record will say (credentials masked), so resume can match.
+        key = fingerprint(redact_url(url))
+        if seen is not None and not seen.add_fingerprint(key):
             stats.duplicates += 1
             continue
-        if done is not None and key in done:
+        if done and done.has_fingerprint(key):
             stats.already_done += 1
             continue
         try:
@@ -162,9 +163,11 @@ async def run(
     given_up: list[tuple[str, tuple[Item, URL]]] = []
     refused: list[tuple[Item, URL]] = []  # disallowed by robots.txt
     sched.on_given_up = lambda name, work: given_up.append((name, work))
-    # Small on purpose: work leaves the scheduler when a worker is about to send it,
-    # so per-host rates and slots hold at the moment of sending.
-    ready: asyncio.Queue[tuple[str, Item, URL] | None] = asyncio.Queue(1)
+    # Work leaves the scheduler only for a worker that is free to send it at once (at
+    # most ``idle`` jobs wait here), so per-host rates and slots hold at the moment of
+    # sending, and every free worker gets work in one turn of the dispatcher.
+    ready: asyncio.Queue[tuple[str, Item, URL] | None] = asyncio.Queue()
+    idle = limits.concurrency
     wake = asyncio.Event()
     room = asyncio.Event()
     feeding = True
@@ -205,6 +208,7 @@ async def run(
         await _emit(failure_record(item.url, error, meta=item.meta))
 
     async def worker() -> None:
+        nonlocal idle
         while (job := await ready.get()) is not None:
             key, item, target = job
             if stopping.is_set():
@@ -212,6 +216,7 @@ async def run(
             else:
                 await fetch(item, target, key)
             sched.finished(key)
+            idle += 1
             wake.set()
 
     robots_rules: dict[str, RobotFileParser] = {}
@@ -258,11 +263,13 @@ async def run(
         wake.set()
 
     async def dispatch() -> None:
+        nonlocal idle
         while True:
-            while (taken := sched.take()) is not None:
+            while idle and (taken := sched.take()) is not None:
                 host, (item, target) = taken
+                idle -= 1
+                ready.put_nowait((host.key, item, target))
                 room.set()
-                await ready.put((host.key, item, target))
             while given_up:
                 name, (item, _target) = given_up.pop()
                 await refuse(item, _host_down(name, sched.policy))
@@ -293,7 +300,7 @@ async def run(
         # One stop sign per worker, behind every queued job. (If a task raised, the
         # group cancels the others instead.)
         for _ in workers:
-            await ready.put(None)
+            ready.put_nowait(None)
     stats.abandoned += sched.queued
     return stats
 

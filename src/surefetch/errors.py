@@ -321,11 +321,11 @@ def _is_reset(exc: BaseException) -> bool:
     return tail.startswith(tuple(f"{kind.__name__}(" for kind in _RESET_TYPES))
 
 
-def classify(exc: BaseException, *, total_timeout_expired: bool = False) -> FetchError:
+def classify(exc: BaseException) -> FetchError:
     """Map any exception raised while fetching one URL to exactly one error kind.
 
-    ``total_timeout_expired`` tells that the caller's whole-attempt deadline fired, so a
-    bare :class:`TimeoutError` is the total timeout rather than a connect/read one.
+    aiohttp raises its own subclasses for the connect and read timeouts, so a bare
+    :class:`TimeoutError` is the whole-attempt (total) timeout.
     """
     if isinstance(exc, FetchError):
         return exc
@@ -336,9 +336,7 @@ def classify(exc: BaseException, *, total_timeout_expired: bool = False) -> Fetc
     if isinstance(exc, aiohttp.ServerTimeoutError):
         return ReadTimeoutError(f"server timed out: {_text(exc)}")
     if isinstance(exc, TimeoutError):
-        if total_timeout_expired:
-            return TotalTimeoutError("the attempt took longer than the total timeout")
-        return ReadTimeoutError(f"timed out: {_text(exc)}")
+        return TotalTimeoutError("the attempt took longer than the total timeout")
     if isinstance(exc, aiohttp.TooManyRedirects):
         error: FetchError = TooManyRedirectsError(
             f"gave up after {len(exc.history) - 1} redirects"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,8 +69,19 @@ def decode(line: bytes | str) -> Record:
     return _decoder.decode(line)
 
 
+_second = -1
+_second_text = ""
+
+
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """UTC now in ISO 8601 with milliseconds; the date part is formatted once a second."""
+    global _second, _second_text
+    now = time.time()
+    second = int(now)
+    if second != _second:
+        _second = second
+        _second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_second_text}.{int((now - second) * 1000):03d}Z"
 
 
 def _text_or_none(response: Response) -> str | None:
