@@ -356,22 +356,39 @@ class Client:
         (used by the engine's per-host politeness) hears of every attempt and may
         veto or delay a retry.
         """
-        session = self._check()
-        method = method.upper()
+        self._check()
         started = time.monotonic()
         try:
             target = check_url(url)
-            if target.raw_user is not None and self._has_authorization(headers):
-                raise InvalidURLError(
-                    "the URL carries credentials and an Authorization header is set too;"
-                    " use one of them"
-                )
         except InvalidURLError as exc:
             _annotate(exc, 0, started)
             raise
         if json is not None:
             data = _json.dumps(json).encode()
             headers = {"Content-Type": "application/json", **(headers or {})}
+        return await self.send(method, target, headers=headers, data=data, gate=gate)
+
+    async def send(
+        self,
+        method: str,
+        target: URL,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | str | None = None,
+        gate: AttemptGate | None = None,
+    ) -> Response:
+        """:meth:`request` for a URL that :func:`check_url` already accepted (the
+        engine checks every URL once, when it reads it)."""
+        session = self._check()
+        method = method.upper()
+        started = time.monotonic()
+        if target.raw_user is not None and self._has_authorization(headers):
+            error = InvalidURLError(
+                "the URL carries credentials and an Authorization header is set too;"
+                " use one of them"
+            )
+            _annotate(error, 0, started)
+            raise error
         self._inflight += 1
         self._idle.clear()
         try:

@@ -160,15 +160,20 @@ async def run(
     stopping = stop if stop is not None else asyncio.Event()
     policy = politeness or Politeness()
     sched: Scheduler[tuple[Item, URL]] = Scheduler(policy, policy.per_host or limits.per_host)
+    wake = asyncio.Event()
     given_up: list[tuple[str, tuple[Item, URL]]] = []
     refused: list[tuple[Item, URL]] = []  # disallowed by robots.txt
-    sched.on_given_up = lambda name, work: given_up.append((name, work))
+
+    def on_given_up(name: str, work: tuple[Item, URL]) -> None:
+        given_up.append((name, work))
+        wake.set()
+
+    sched.on_given_up = on_given_up
     # Work leaves the scheduler only for a worker that is free to send it at once (at
     # most ``idle`` jobs wait here), so per-host rates and slots hold at the moment of
     # sending, and every free worker gets work in one turn of the dispatcher.
     ready: asyncio.Queue[tuple[str, Item, URL] | None] = asyncio.Queue()
     idle = limits.concurrency
-    wake = asyncio.Event()
     room = asyncio.Event()
     feeding = True
     user_agent = client.headers.get("User-Agent", "*")
@@ -180,7 +185,7 @@ async def run(
         if extra:
             headers = {**extra, **headers} if headers else extra
         try:
-            response = await client.request(
+            response = await client.send(
                 item.method or "GET", target, headers=headers, data=item.data, gate=sched
             )
         except FetchError as exc:
@@ -209,15 +214,27 @@ async def run(
 
     async def worker() -> None:
         nonlocal idle
-        while (job := await ready.get()) is not None:
+        job = await ready.get()
+        while job is not None:
             key, item, target = job
             if stopping.is_set():
                 stats.abandoned += 1
             else:
                 await fetch(item, target, key)
             sched.finished(key)
+            # Take the next work straight from the scheduler when there is some: no
+            # round trip through the dispatcher in the common case.
+            taken = None if stopping.is_set() else sched.take()
+            if taken is not None:
+                host, (item, target) = taken
+                room.set()
+                job = (host.key, item, target)
+                if idle:
+                    wake.set()  # a freed or grown slot may have work for idle workers too
+                continue
             idle += 1
             wake.set()
+            job = await ready.get()
 
     robots_rules: dict[str, RobotFileParser] = {}
     robots_asked: set[str] = set()
