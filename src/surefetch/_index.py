@@ -55,7 +55,7 @@ class UrlIndex:
             return False
         recent = self._recent
         recent.add(key)
-        if len(recent) >= max(self._MIN_RECENT, self._sorted.size >> 5):
+        if len(recent) >= max(self._MIN_RECENT, self._sorted.size >> 6):
             self._merge()
         return True
 
