@@ -11,6 +11,7 @@ import contextlib
 import functools
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -99,6 +100,20 @@ def surefetch_cli(*extra: str) -> Argv:
             str(concurrency),
             *extra,
         ]
+
+    return argv
+
+
+def on_terminal(inner: Argv) -> Argv:
+    """Run ``inner`` on a pseudo-terminal (util-linux ``script``), so that surefetch
+    draws its live progress display as it would for a person."""
+
+    def argv(urls: Path, out: Path, concurrency: int) -> list[str]:
+        command = " ".join(shlex.quote(word) for word in inner(urls, out, concurrency))
+        script = shutil.which("script")
+        if script is None:
+            raise BenchError("the terminal row needs util-linux's `script`")
+        return [script, "-qec", command, "/dev/null"]
 
     return argv
 

@@ -49,6 +49,7 @@ from harness import (
     bench_script,
     markdown_table,
     measure,
+    on_terminal,
     stop_all,
     supported,
     surefetch_cli,
@@ -92,6 +93,19 @@ CONTENDERS: list[Contender] = [
         "surefetch --workers 2 --no-adaptive",
         surefetch_cli("--workers", "2", "--no-adaptive"),
         requires=("--workers", "--no-adaptive"),
+    ),
+    # Opt-in (--contenders ...): what the live display costs (issue: < 2 %).
+    Contender(
+        "surefetch-w1-quiet",
+        "surefetch --workers 1 --quiet",
+        surefetch_cli("--workers", "1", "--quiet"),
+        requires=("--workers", "--quiet"),
+    ),
+    Contender(
+        "surefetch-w1-tty",
+        "surefetch --workers 1, live progress on a terminal",
+        on_terminal(surefetch_cli("--workers", "1")),
+        requires=("--workers",),
     ),
     # Opt-in (--contenders ...): the uvloop comparison, on the baseline and on surefetch.
     Contender(
