@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from surefetch import Client, Limits, Politeness, RetryPolicy, Timeouts
+from surefetch import Client, Limits, Politeness, Record, RetryPolicy, Timeouts
 from surefetch.polite import HostRule, Scheduler, load_host_rules, parse_rate
 
 from .conftest import HOSTS, Server, start_app
@@ -259,30 +259,35 @@ async def test_adaptive_concurrency_settles_near_the_knee() -> None:
 
 
 async def test_dead_host_costs_healthy_hosts_little(slow_server: Server, unused_port: int) -> None:
+    """The healthy hosts' URLs finish as fast with a dead host mixed in (within 10 %);
+    the dead host's URLs end as host_unavailable once its breaker gives up."""
     healthy = [slow_server.url(f"/p/{h}-{i}", h) for i in range(100) for h in HOSTS[:2]]
     dead = [f"http://127.0.0.1:{unused_port}/x/{i}" for i in range(300)]
     limits = Limits(concurrency=16, per_host=8)
     policy = Politeness(host_down_after=1.0, cooldown=0.2)
     retry = RetryPolicy(retries=2, backoff=0.05)
 
-    async def timed(urls: list[str]) -> tuple[float, list[object]]:
+    async def healthy_done_after(urls: list[str]) -> tuple[float, list[Record]]:
+        """Seconds until the last healthy URL's record arrived, and all records."""
         started = time.monotonic()
+        last_healthy = 0.0
+        done: list[Record] = []
         async with Client(limits=limits, retry=retry) as client:
-            done = [r async for r in client.fetch_many(urls, politeness=policy)]
-        return time.monotonic() - started, done
+            async for record in client.fetch_many(urls, politeness=policy):
+                done.append(record)
+                if "/p/" in record.url:
+                    last_healthy = time.monotonic() - started
+        return last_healthy, done
 
-    alone, _ = await timed(healthy)
+    alone, _ = await healthy_done_after(healthy)
     mixed_urls = [u for pair in zip(healthy, dead[: len(healthy)], strict=False) for u in pair]
     mixed_urls += dead[len(healthy) :]
-    mixed, results = await timed(mixed_urls)
+    mixed, results = await healthy_done_after(mixed_urls)
     assert len(results) == 500
-    kinds = collections.Counter(
-        r.error.kind if r.error else "ok"
-        for r in results  # type: ignore[attr-defined]
-    )
+    kinds = collections.Counter(r.error.kind if r.error else "ok" for r in results)
     assert kinds["ok"] == 200 and kinds["host_unavailable"] > 250
-    # Healthy hosts keep their pace: the dead host adds little to the run.
-    assert mixed < alone * 1.1 + 1.2, (alone, mixed)
+    print(f"healthy URLs done after {alone:.2f} s alone, {mixed:.2f} s with a dead host")
+    assert mixed < alone * 1.1, (alone, mixed)
 
 
 async def test_retry_budget_caps_a_failing_hosts_requests(server: Server) -> None:
