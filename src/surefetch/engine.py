@@ -1,17 +1,21 @@
-"""The bulk engine: a dispatcher and a fixed pool of workers under one TaskGroup.
+"""The bulk engine: a feeder, a dispatcher and a fixed pool of workers under one
+TaskGroup, around the per-host scheduler of :mod:`surefetch.polite`.
 
-    source ──► dispatcher ──► ready queue ──► workers ──► client ──► emit(record)
-               (dedupe, check,   (bounded)     (one per
-                per-host slots,                 unit of global
-                bounded backlog)                concurrency)
+    source ──► feeder ──► scheduler ──► workers ──► client ──► emit(record)
+               (dedupe,   (per-host      (one per unit of
+                check)     queues: slots, global concurrency)
+                           rate, pauses,
+                           breakers)
 
 Global concurrency holds because there are exactly ``limits.concurrency`` workers,
-each with one request at a time. Per-host concurrency holds because a URL enters the
-ready queue only with one of its host's ``limits.per_host`` slots; a URL whose host
-is full waits in that host's backlog, and the worker that finishes a request to the
-host takes the next one from there, keeping the slot. So a busy host never blocks a
-worker that could serve another host, and the memory held is bounded by the backlog
-(``max_backlog`` URLs) plus the index of URLs seen, whatever the input's size.
+each with one request at a time. A URL leaves the scheduler only for a worker that is
+free to send it at once, and only when its host has a free slot, a rate token and no
+pause or open circuit, so per-host limits hold at the moment of sending. A worker that
+finishes takes the next URL that may go, from any host; the dispatcher hands work to
+idle workers when new work or a timer makes some eligible. So a busy, slow or dead
+host never holds a worker that could serve another, and the memory held is bounded by
+the backlog (``max_backlog`` URLs) plus the index of URLs seen, whatever the input's
+size.
 """
 
 from __future__ import annotations
