@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,12 @@ async def surefetch(
     out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+def write_lines(path: Path, lines: Iterable[str]) -> Path:
+    """Write ``lines`` to ``path``, one per line; return the path."""
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def records(path: Path) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import pytest
 from surefetch.errors import KINDS
 
 from .conftest import Server
-from .helpers import records, spawn, surefetch, wait_for_requests
+from .helpers import records, spawn, surefetch, wait_for_requests, write_lines
 
 FIELDS = {
     "url",
@@ -47,8 +47,7 @@ async def test_fetch_writes_one_complete_record_per_url(server: Server, tmp_path
         server.url("/latin1"),
         "ftp://nope/x",
     ]
-    src = tmp_path / "urls.txt"
-    src.write_text("\n".join(lines) + "\n")
+    src = write_lines(tmp_path / "urls.txt", lines)
     out = tmp_path / "out.jsonl"
     code, stdout, stderr = await surefetch("fetch", str(src), "-o", str(out), "--retries", "0")
     assert code == 0, stderr
@@ -192,8 +191,7 @@ async def test_failures_still_exit_0(tmp_path: Path) -> None:
 async def test_interrupt_leaves_valid_records(
     slow_server: Server, tmp_path: Path, sig: signal.Signals, code: int
 ) -> None:
-    src = tmp_path / "in.txt"
-    src.write_text("\n".join(slow_server.url(f"/p/{i}") for i in range(5000)) + "\n")
+    src = write_lines(tmp_path / "in.txt", (slow_server.url(f"/p/{i}") for i in range(5000)))
     out = tmp_path / "o.jsonl"
     proc = await spawn(
         "fetch",

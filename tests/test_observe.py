@@ -14,7 +14,7 @@ from surefetch import AttemptEvent, Client, RetryPolicy
 from surefetch.observe import LatencyHistogram
 
 from .conftest import Server
-from .helpers import records, spawn, surefetch, wait_for_requests
+from .helpers import records, spawn, surefetch, wait_for_requests, write_lines
 
 
 def mixed_input(server: Server, tmp_path: Path) -> Path:
@@ -25,16 +25,14 @@ def mixed_input(server: Server, tmp_path: Path) -> Path:
         "ftp://x/",
         "http://127.0.0.1:9/",
     ]
-    src = tmp_path / "in.txt"
-    src.write_text("\n".join(lines) + "\n")
+    src = write_lines(tmp_path / "in.txt", lines)
     return src
 
 
 async def test_status_lines_when_stderr_is_not_a_terminal(
     slow_server: Server, tmp_path: Path
 ) -> None:
-    src = tmp_path / "in.txt"
-    src.write_text("\n".join(slow_server.url(f"/p/{i}") for i in range(150)) + "\n")
+    src = write_lines(tmp_path / "in.txt", (slow_server.url(f"/p/{i}") for i in range(150)))
     code, _, err = await surefetch(
         "fetch",
         str(src),
@@ -159,8 +157,7 @@ async def test_secrets_never_reach_logs_or_records(server: Server, tmp_path: Pat
 async def test_secret_headers_never_reach_logs_or_the_resume_hint(
     slow_server: Server, tmp_path: Path
 ) -> None:
-    src = tmp_path / "in.txt"
-    src.write_text("\n".join(slow_server.url(f"/p/{i}") for i in range(2000)) + "\n")
+    src = write_lines(tmp_path / "in.txt", (slow_server.url(f"/p/{i}") for i in range(2000)))
     out = tmp_path / "o.jsonl"
     proc = await spawn(
         "fetch",
@@ -186,8 +183,7 @@ async def test_prometheus_metrics_during_a_run(slow_server: Server, tmp_path: Pa
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    src = tmp_path / "in.txt"
-    src.write_text("\n".join(slow_server.url(f"/p/{i}") for i in range(400)) + "\n")
+    src = write_lines(tmp_path / "in.txt", (slow_server.url(f"/p/{i}") for i in range(400)))
     proc = await spawn(
         "fetch",
         str(src),

@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from .conftest import HOSTS, Server
-from .helpers import records, spawn, surefetch, wait_for_requests
+from .helpers import records, spawn, surefetch, wait_for_requests, write_lines
 
 
 @pytest.mark.parametrize(("per_host", "concurrency"), [(4, 10), (1, 2)])
@@ -18,8 +18,7 @@ async def test_limits_hold_in_total_over_workers(
     slow_server: Server, tmp_path: Path, per_host: int, concurrency: int
 ) -> None:
     urls = [slow_server.url(f"/p/{h}-{i}", h) for i in range(40) for h in HOSTS]
-    src = tmp_path / "in.txt"
-    src.write_text("\n".join(urls + urls[:7]) + "\n")
+    src = write_lines(tmp_path / "in.txt", urls + urls[:7])
     out = tmp_path / "out.jsonl"
     code, _, err = await surefetch(
         "fetch",
@@ -57,8 +56,7 @@ async def test_resume_and_invalid_urls_with_workers(server: Server, tmp_path: Pa
 
 
 async def test_ctrl_c_with_workers_is_graceful(slow_server: Server, tmp_path: Path) -> None:
-    src = tmp_path / "in.txt"
-    src.write_text("\n".join(slow_server.url(f"/p/{i}") for i in range(5000)) + "\n")
+    src = write_lines(tmp_path / "in.txt", (slow_server.url(f"/p/{i}") for i in range(5000)))
     out = tmp_path / "o.jsonl"
     proc = await spawn(
         "fetch",
@@ -85,8 +83,7 @@ async def test_ctrl_c_with_workers_is_graceful(slow_server: Server, tmp_path: Pa
 async def test_a_dead_worker_stops_the_run_and_keeps_records(
     slow_server: Server, tmp_path: Path
 ) -> None:
-    src = tmp_path / "in.txt"
-    src.write_text("\n".join(slow_server.url(f"/p/{i}") for i in range(5000)) + "\n")
+    src = write_lines(tmp_path / "in.txt", (slow_server.url(f"/p/{i}") for i in range(5000)))
     out = tmp_path / "o.jsonl"
     proc = await spawn(
         "fetch",

@@ -16,7 +16,7 @@ from surefetch import Client, Limits, Politeness, Record, RetryPolicy, Timeouts
 from surefetch.polite import HostRule, Scheduler, load_host_rules, parse_rate
 
 from .conftest import HOSTS, Server, start_app
-from .helpers import records, surefetch
+from .helpers import records, surefetch, write_lines
 
 
 class Clock:
@@ -303,8 +303,7 @@ async def test_retry_budget_caps_a_failing_hosts_requests(server: Server) -> Non
 
 
 async def test_rate_holds_with_high_concurrency(server: Server, tmp_path: Path) -> None:
-    src = tmp_path / "in.txt"
-    src.write_text("\n".join(server.url(f"/p/{i}") for i in range(60)) + "\n")
+    src = write_lines(tmp_path / "in.txt", (server.url(f"/p/{i}") for i in range(60)))
     out = tmp_path / "o.jsonl"
     code, _, err = await surefetch(
         "fetch",

@@ -10,12 +10,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import Server
-from .helpers import records, surefetch
-
-
-def write(path: Path, lines: list[str]) -> Path:
-    path.write_text("\n".join(lines) + "\n")
-    return path
+from .helpers import records, surefetch, write_lines
 
 
 def list_files(folder: Path, pattern: str) -> list[Path]:
@@ -36,10 +31,14 @@ async def test_rerun_fetches_only_new_urls_of_a_grown_reordered_input(
 ) -> None:
     first = [server.url(f"/p/{i}") for i in range(10)]
     out = tmp_path / f"out{suffix}"
-    code, _, err = await surefetch("fetch", str(write(tmp_path / "a.txt", first)), "-o", str(out))
+    code, _, err = await surefetch(
+        "fetch", str(write_lines(tmp_path / "a.txt", first)), "-o", str(out)
+    )
     assert code == 0, err
     grown = [server.url(f"/p/{i}") for i in range(20)][::-1]
-    code, _, err = await surefetch("fetch", str(write(tmp_path / "a.txt", grown)), "-o", str(out))
+    code, _, err = await surefetch(
+        "fetch", str(write_lines(tmp_path / "a.txt", grown)), "-o", str(out)
+    )
     assert code == 0, err
     assert "10 records" in err and "10 URLs already had a record" in err
     urls = [r["url"] for r in stored(out)]
@@ -49,7 +48,7 @@ async def test_rerun_fetches_only_new_urls_of_a_grown_reordered_input(
 
 async def test_torn_last_line_is_repaired(server: Server, tmp_path: Path) -> None:
     urls = [server.url(f"/p/{i}") for i in range(5)]
-    src = write(tmp_path / "a.txt", urls)
+    src = write_lines(tmp_path / "a.txt", urls)
     out = tmp_path / "out.jsonl"
     code, _, err = await surefetch("fetch", str(src), "-o", str(out))
     assert code == 0, err
@@ -63,7 +62,7 @@ async def test_torn_last_line_is_repaired(server: Server, tmp_path: Path) -> Non
 
 
 async def test_restart_moves_the_old_output_aside(server: Server, tmp_path: Path) -> None:
-    src = write(tmp_path / "a.txt", [server.url("/p/1")])
+    src = write_lines(tmp_path / "a.txt", [server.url("/p/1")])
     out = tmp_path / "out.jsonl"
     await surefetch("fetch", str(src), "-o", str(out))
     old = out.read_text()
@@ -85,7 +84,7 @@ async def test_retry_failed_replaces_failed_records(
     missing = server.url("/status/404")
     refused = "http://127.0.0.1:9/"
     good = server.url("/p/ok")
-    src = write(tmp_path / "a.txt", [*flaky, missing, refused, good])
+    src = write_lines(tmp_path / "a.txt", [*flaky, missing, refused, good])
     out = tmp_path / f"out{suffix}"
     code, _, err = await surefetch("fetch", str(src), "-o", str(out), "--retries", "0")
     assert code == 0, err
@@ -116,13 +115,13 @@ async def test_records_for_urls_gone_from_the_input_are_moved_aside(
     out = tmp_path / "out.jsonl"
     await surefetch(
         "fetch",
-        str(write(tmp_path / "a.txt", [server.url("/p/1"), server.url("/p/2")])),
+        str(write_lines(tmp_path / "a.txt", [server.url("/p/1"), server.url("/p/2")])),
         "-o",
         str(out),
     )
     code, _, err = await surefetch(
         "fetch",
-        str(write(tmp_path / "a.txt", [server.url("/p/2"), server.url("/p/3")])),
+        str(write_lines(tmp_path / "a.txt", [server.url("/p/2"), server.url("/p/3")])),
         "-o",
         str(out),
     )
@@ -134,7 +133,7 @@ async def test_records_for_urls_gone_from_the_input_are_moved_aside(
 
 
 async def test_sqlite_output_schema_wal_and_index(server: Server, tmp_path: Path) -> None:
-    src = write(tmp_path / "a.txt", [server.url("/p/1"), server.url("/binary"), "ftp://x/"])
+    src = write_lines(tmp_path / "a.txt", [server.url("/p/1"), server.url("/binary"), "ftp://x/"])
     out = tmp_path / "out.sqlite"
     code, _, err = await surefetch("fetch", str(src), "-o", str(out))
     assert code == 0, err
@@ -206,7 +205,7 @@ async def test_bad_jsonl_line_stops_with_one_line_and_keeps_what_was_fetched(
 
 
 async def test_post_is_not_retried_unless_asked(server: Server, tmp_path: Path) -> None:
-    src = write(tmp_path / "a.txt", [server.url("/status/503")])
+    src = write_lines(tmp_path / "a.txt", [server.url("/status/503")])
     out = tmp_path / "out.jsonl"
     code, _, err = await surefetch("fetch", str(src), "-o", str(out), "-X", "POST", "--data", "x")
     assert code == 0, err
@@ -232,7 +231,7 @@ async def test_post_is_not_retried_unless_asked(server: Server, tmp_path: Path) 
 
 
 async def test_bodies_go_to_content_addressed_files(server: Server, tmp_path: Path) -> None:
-    src = write(tmp_path / "a.txt", [server.url("/p/1"), server.url("/binary")])
+    src = write_lines(tmp_path / "a.txt", [server.url("/p/1"), server.url("/binary")])
     out = tmp_path / "out.jsonl"
     bodies = tmp_path / "bodies"
     code, _, err = await surefetch("fetch", str(src), "-o", str(out), "--bodies", str(bodies))
