@@ -9,6 +9,7 @@ import pytest
 
 from surefetch import Client, ClientStateError, Item, Limits, Record, RetryPolicy, Timeouts, run
 from surefetch.engine import Stats
+from surefetch.record import decode, encode
 
 from .conftest import HOSTS, Server
 
@@ -184,3 +185,13 @@ async def test_retries_happen_inside_the_run(server: Server) -> None:
     async with Client(retry=retry, timeouts=Timeouts(total=5)) as client:
         records = await collect(client, urls)
     assert all(r.ok and r.attempts == 3 for r in records)
+
+
+async def test_records_round_trip_through_json_lines(server: Server) -> None:
+    urls = [server.url("/p/1"), server.url("/binary"), server.url("/status/404"), "ftp://x/"]
+    async with Client() as client:
+        records = await collect(client, [Item(u, meta={"n": i}) for i, u in enumerate(urls)])
+    for record in records:
+        line = encode(record)
+        assert line.endswith(b"\n") and line.count(b"\n") == 1
+        assert decode(line) == record
