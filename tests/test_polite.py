@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -177,50 +181,56 @@ def test_host_rules_from_toml(tmp_path: Path) -> None:
 # -- real runs ------------------------------------------------------------------------
 
 
+@dataclass
 class Limited:
-    """Answers 429 (Retry-After: 1) to any request beyond ``rate`` in the last second."""
+    """The rate-limited server (tests/limited_server.py) in its own process."""
 
-    def __init__(self, rate: int) -> None:
-        self.rate = rate
-        self.recent: collections.deque[float] = collections.deque()
-        self.ok_times: list[float] = []
-        self.rejected = 0
+    base: str
+    proc: subprocess.Popen[bytes]
+    result_file: Path
 
-    async def handle(self, request: web.Request) -> web.Response:
-        now = time.monotonic()
-        while self.recent and now - self.recent[0] >= 1.0:
-            self.recent.popleft()
-        if len(self.recent) >= self.rate:
-            self.rejected += 1
-            return web.Response(status=429, headers={"Retry-After": "1"})
-        self.recent.append(now)
-        self.ok_times.append(now)
-        return web.Response(text="ok")
+    def finish(self) -> tuple[list[float], int]:
+        """Stop the server; the arrival times of the requests it allowed, and its 429s."""
+        self.proc.terminate()
+        self.proc.wait(10)
+        seen = json.loads(self.result_file.read_text())
+        return seen["ok_times"], seen["rejected"]
 
 
 @pytest.fixture
-async def limited() -> AsyncIterator[tuple[str, Limited]]:
-    state = Limited(rate=400)
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", state.handle)
-    runner, port = await start_app(app)
-    yield f"http://127.0.0.1:{port}", state
-    await runner.cleanup()
+def limited(tmp_path: Path) -> Iterator[Limited]:
+    """A server allowing 400 requests in any second, in its own process so that the
+    client's work in this process never delays the server's clock."""
+    port_file, result_file = tmp_path / "limited.port", tmp_path / "limited.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.limited_server", "400", str(port_file), str(result_file)],
+        cwd=Path(__file__).parent.parent,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not port_file.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.02)
+        yield Limited(f"http://127.0.0.1:{port_file.read_text()}", proc, result_file)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 @pytest.mark.timeout(120)
-async def test_run_converges_under_a_servers_rate_limit(limited: tuple[str, Limited]) -> None:
-    base, state = limited
-    urls = [f"{base}/item/{i}" for i in range(20_000)]
+async def test_run_converges_under_a_servers_rate_limit(limited: Limited) -> None:
+    urls = [f"{limited.base}/item/{i}" for i in range(20_000)]
     retry = RetryPolicy(retries=5, backoff=0.05)
     async with Client(limits=Limits(concurrency=64, per_host=16), retry=retry) as client:
         results = [r async for r in client.fetch_many(urls)]
     assert len(results) == 20_000 and all(r.ok for r in results)
-    total = len(state.ok_times) + state.rejected
-    assert state.rejected / total < 0.02, (state.rejected, total)
+    ok_times, rejected = limited.finish()
+    total = len(ok_times) + rejected
+    assert rejected / total < 0.02, (rejected, total)
     # After the first seconds, no second of the run got more than the limit (+10 %).
-    start = state.ok_times[0] + 3
-    per_second = collections.Counter(int(t - start) for t in state.ok_times if t >= start)
+    start = ok_times[0] + 3
+    per_second = collections.Counter(int(t - start) for t in ok_times if t >= start)
     assert max(per_second.values()) <= 440
 
 
