@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from surefetch._index import UrlIndex
+from surefetch._index import UrlIndex, fingerprint
 
 MEASURE = """
 import resource, subprocess, sys
@@ -86,5 +86,22 @@ def test_index_costs_at_most_16_bytes_per_url() -> None:
         assert f"http://h/{i}" in index
     assert "http://h/absent" not in index
     assert len(index) == 200_000
-    # The sorted array holds 8 bytes per URL; the recent set is bounded by a fraction.
-    assert index._sorted.nbytes + 100 * len(index._recent) <= 16 * len(index)
+    # The sorted array holds 8 bytes per URL, the filter 2 to 4; the recent set is
+    # bounded by a fraction.
+    assert len(index._bits) <= 4 * len(index)
+    assert index._sorted.nbytes + len(index._bits) + 100 * len(index._recent) <= 16 * len(index)
+
+
+def test_index_filter_never_hides_an_added_url_and_passes_lookalikes_to_the_array() -> None:
+    index = UrlIndex()
+    keys = [fingerprint(f"http://h/{i}") for i in range(150_000)]
+    for key in keys:  # the filter doubles several times and the set merges on the way
+        assert index.add_fingerprint(key)
+    assert len(index._bits) * 8 >= 16 * len(index)
+    assert all(index.has_fingerprint(key) for key in keys)
+    # Same filter bit (the low bits agree), different URL: the filter says "maybe",
+    # the sorted array and the recent set must say no.
+    lookalikes = [key ^ (1 << 63) for key in keys[::100]]
+    assert not any(index.has_fingerprint(key) for key in lookalikes)
+    assert all(index.add_fingerprint(key) for key in lookalikes)
+    assert len(index) == 150_000 + len(lookalikes)
