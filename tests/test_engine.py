@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
 from surefetch import Client, ClientStateError, Item, Limits, Record, RetryPolicy, Timeouts, run
 from surefetch.engine import Stats
 from surefetch.record import decode, encode
+from surefetch.sources import ItemBatches
 
 from .conftest import HOSTS, Server
 
@@ -195,3 +197,29 @@ async def test_records_round_trip_through_json_lines(server: Server) -> None:
         line = encode(record)
         assert line.endswith(b"\n") and line.count(b"\n") == 1
         assert decode(line) == record
+
+
+async def test_stats_count_each_record_once_for_every_kind_of_source(server: Server) -> None:
+    """Lists, async iterators and the batches read from a file all give the same stats,
+    and a refused URL counts as one failure (not one at refusal and one at emit)."""
+    urls = [server.url("/p/1"), "not a url", server.url("/p/1"), server.url("/status/500")]
+
+    async def one_by_one() -> AsyncIterator[str]:
+        for url in urls:
+            yield url
+
+    async def in_batches() -> AsyncIterator[list[Item]]:
+        yield [Item(url) for url in urls[:2]]
+        yield [Item(url) for url in urls[2:]]
+
+    sources: list[object] = [urls, one_by_one(), ItemBatches(in_batches())]
+    for source in sources:
+        emitted: list[Record] = []
+
+        async def emit(record: Record) -> None:
+            emitted.append(record)  # noqa: B023 (called before the next loop turn)
+
+        async with Client(retry=RetryPolicy(retries=0)) as client:
+            stats = await run(client, source, emit)  # type: ignore[arg-type]
+        assert stats == Stats(read=4, duplicates=1, ok=1, failed=2), source
+        assert sorted(r.status or 0 for r in emitted) == [0, 200, 500]

@@ -230,3 +230,18 @@ async def test_client_reports_attempt_events(server: Server) -> None:
     ]
     assert events[2].delay is not None and 0 <= events[2].delay <= 0.01
     assert events[1].elapsed is not None and events[1].elapsed > 0
+
+
+def test_latency_histogram_edges_extremes_and_bucket_bounds() -> None:
+    hist = LatencyHistogram()
+    for ms in (0.0, 0.005, 0.01):  # at or under the lowest edge: the first bucket
+        hist.add(ms)
+    assert hist.counts[0] == 3
+    hist.add(1e9)  # past the highest edge: the last bucket, and the max
+    assert hist.counts[-1] == 1 and hist.max == 1e9
+    # Every latency lands in a bucket whose upper edge is within 12 % above it.
+    for ms in (0.011, 0.5, 3.3, 47.0, 999.0, 123456.0):
+        one = LatencyHistogram()
+        one.add(ms)
+        edge = 0.01 * 10 ** (one.counts.index(1) / 20)
+        assert ms <= edge < ms * 1.123, (ms, edge)

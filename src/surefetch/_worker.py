@@ -20,7 +20,7 @@ from .client import Client
 from .engine import run
 from .policy import Limits, RetryPolicy, Timeouts
 from .record import Record
-from .sources import Item
+from .sources import Item, ItemBatches
 
 #: Records per message back to the main process, and the longest a record waits.
 _BATCH = 128
@@ -56,7 +56,7 @@ async def _pipes() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
 async def _main(config: Config, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     client = client_from(config)
     bodies = BodyStore(config.bodies) if config.bodies else None
-    queue: asyncio.Queue[Item | None] = asyncio.Queue()
+    queue: asyncio.Queue[list[Item] | None] = asyncio.Queue()
     stop = asyncio.Event()
     out: list[Record] = []
 
@@ -64,17 +64,18 @@ async def _main(config: Config, reader: asyncio.StreamReader, writer: asyncio.St
         while (payload := await read_frame(reader)) is not None:
             message = to_worker.decode(payload)
             if isinstance(message, Batch):
-                for w in message.items:
-                    queue.put_nowait(Item(w.url, w.method, w.headers, w.data, w.meta))
+                queue.put_nowait(
+                    [Item(w.url, w.method, w.headers, w.data, w.meta) for w in message.items]
+                )
             elif isinstance(message, Stop):
                 stop.set()
             elif isinstance(message, End):
                 queue.put_nowait(None)
         stop.set()  # the main process is gone: finish up
 
-    async def source() -> AsyncIterator[Item]:
-        while (item := await queue.get()) is not None:
-            yield item
+    async def source() -> AsyncIterator[list[Item]]:
+        while (batch := await queue.get()) is not None:
+            yield batch
 
     async def send() -> None:
         if out:
@@ -97,7 +98,7 @@ async def _main(config: Config, reader: asyncio.StreamReader, writer: asyncio.St
         ticker = tg.create_task(linger())
         stats = await run(
             client,
-            source(),
+            ItemBatches(source()),
             emit,
             store_body=config.store_body and bodies is None,
             dedupe=False,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 import json as _json
 import logging
 import ssl as _ssl
@@ -170,13 +169,25 @@ class Response:
     @property
     def encoding(self) -> str:
         """The codec for the body: the Content-Type charset if Python knows it, else UTF-8."""
-        if self.charset:
-            with contextlib.suppress(LookupError):
-                return codecs.lookup(self.charset).name
-        return "utf-8"
+        charset = self.charset
+        if not charset:
+            return "utf-8"
+        codec = _CODECS.get(charset)
+        if codec is None:
+            try:
+                codec = codecs.lookup(charset).name
+            except LookupError:
+                codec = "utf-8"
+            if len(_CODECS) < 256:  # charsets come from servers: keep the cache small
+                _CODECS[charset] = codec
+        return codec
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.url} {len(self.body)} bytes>"
+
+
+#: Charset name (as servers send it) -> Python codec name.
+_CODECS: dict[str, str] = {}
 
 
 class AttemptGate(Protocol):

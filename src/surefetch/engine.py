@@ -25,6 +25,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from itertools import islice
 from typing import TYPE_CHECKING
 from urllib.robotparser import RobotFileParser
 
@@ -44,12 +45,12 @@ from .errors import (
 from .polite import Politeness, Scheduler
 from .record import Record, failure_record, response_record
 from .redact import redact_url
-from .sources import Item
+from .sources import Item, ItemBatches
 
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["RecordStream", "Stats", "run"]
+__all__ = ["Admission", "RecordStream", "Stats", "batches", "run"]
 
 log = logging.getLogger("surefetch.engine")
 
@@ -79,51 +80,64 @@ class Stats:
         return self.ok + self.failed
 
 
-async def _as_async(items: Iterable[str | Item] | AsyncIterable[str | Item]) -> AsyncIterator[Item]:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item if isinstance(item, Item) else Item(item)
+async def batches(
+    items: Iterable[str | Item] | AsyncIterable[str | Item] | ItemBatches,
+) -> AsyncIterator[list[Item]]:
+    """The input as lists of items: as read, for :class:`~surefetch.sources.ItemBatches`
+    (a list per chunk of the input file); one item per list for other async sources
+    (so a slow producer is never waited on to fill a list); 256 per list otherwise."""
+    if isinstance(items, ItemBatches):
+        async for batch in items:
+            yield batch
+    elif isinstance(items, AsyncIterable):
+        async for one in items:
+            yield [one if isinstance(one, Item) else Item(one)]
     else:
-        for item in items:
-            yield item if isinstance(item, Item) else Item(item)
+        rest = iter(items)
+        while chunk := list(islice(rest, 256)):
+            yield [one if isinstance(one, Item) else Item(one) for one in chunk]
 
 
-async def admitted(
-    items: Iterable[str | Item] | AsyncIterable[str | Item],
-    emit: Emit,
-    stats: Stats,
-    *,
-    seen: UrlIndex | None,
-    done: UrlIndex | None,
-) -> AsyncIterator[tuple[Item, URL, str]]:
-    """The items worth fetching, with their parsed URL and host key (``name:port``).
+class Admission:
+    """Which input items are worth fetching.
 
-    Skips (and counts) repeated URLs and URLs in ``done``; emits the ``invalid_url``
-    record of a URL that cannot be fetched, right away.
+    Calling it with an item returns the parsed URL and its host key (``name:port``), or
+    None for an item to skip: a repeated URL, a URL in ``done``, or a URL that cannot be
+    fetched, whose ``invalid_url`` record is then left in :attr:`refused` for the caller
+    to emit. Counts what it skips in ``stats``.
     """
-    async for item in _as_async(items):
+
+    __slots__ = ("_done", "_seen", "refused", "stats")
+
+    def __init__(self, stats: Stats, *, seen: UrlIndex | None, done: UrlIndex | None) -> None:
+        self.stats = stats
+        self._seen = seen
+        self._done = done if done is not None and len(done) else None
+        self.refused: list[Record] = []
+
+    def __call__(self, item: Item) -> tuple[URL, str] | None:
+        stats = self.stats
         stats.read += 1
         url = item.url
         # Keyed by what the record will say (credentials masked), so resume can match.
         key = fingerprint(redact_url(url))
-        if seen is not None and not seen.add_fingerprint(key):
+        if self._seen is not None and not self._seen.add_fingerprint(key):
             stats.duplicates += 1
-            continue
-        if done and done.has_fingerprint(key):
+            return None
+        if self._done is not None and self._done.has_fingerprint(key):
             stats.already_done += 1
-            continue
+            return None
         try:
             target = check_url(url)
         except InvalidURLError as exc:
-            stats.failed += 1
-            await emit(failure_record(url, exc, meta=item.meta))
-            continue
-        yield item, target, f"{target.raw_host}:{target.port}"
+            self.refused.append(failure_record(url, exc, meta=item.meta))
+            return None
+        return target, f"{target.raw_host}:{target.port}"
 
 
 async def run(
     client: Client,
-    items: Iterable[str | Item] | AsyncIterable[str | Item],
+    items: Iterable[str | Item] | AsyncIterable[str | Item] | ItemBatches,
     emit: Emit,
     *,
     store_body: bool = True,
@@ -179,6 +193,9 @@ async def run(
     ready: asyncio.Queue[tuple[str, Item, URL] | None] = asyncio.Queue()
     idle = limits.concurrency
     room = asyncio.Event()
+    # Once the backlog is full, the feeder sleeps until a quarter of it has gone and
+    # then refills it in one go: one wake-up per many URLs, not one per URL.
+    low_water = backlog_cap - max(1, backlog_cap // 4)
     feeding = True
     user_agent = client.headers.get("User-Agent", "*")
 
@@ -231,7 +248,8 @@ async def run(
             taken = None if stopping.is_set() else sched.take()
             if taken is not None:
                 host, (item, target) = taken
-                room.set()
+                if sched.queued - sched.held <= low_water:
+                    room.set()
                 job = (host.key, item, target)
                 if idle:
                     wake.set()  # a freed or grown slot may have work for idle workers too
@@ -257,29 +275,38 @@ async def run(
 
     async def feed() -> None:
         nonlocal feeding, robots_loading
-        async for item, target, key in admitted(items, _emit, stats, seen=seen, done=done):
-            name = target.raw_host or ""
-            if sched.is_given_up(key):
-                await refuse(item, _host_down(name, sched.policy))
-                continue
-            if robots:
-                rules = robots_rules.get(key)
-                if rules is None and key not in robots_asked:
-                    robots_asked.add(key)
-                    robots_loading += 1
-                    sched.block(key, name, "robots.txt")
-                    tg.create_task(load_robots(key, target))
-                elif rules is not None and not rules.can_fetch(user_agent, str(target)):
-                    await refuse(item, _disallowed(target))
+        admit = Admission(stats, seen=seen, done=done)
+        async for batch in batches(items):
+            for item in batch:
+                admitted = admit(item)
+                if admitted is None:
+                    if admit.refused:
+                        await _emit(admit.refused.pop())
                     continue
-            sched.add(key, name, (item, target))
-            wake.set()
-            # Work held for hosts that are down does not count against the backlog, so
-            # that a dead host cannot starve the others; a second, larger cap keeps
-            # memory bounded all the same.
-            while sched.queued - sched.held >= backlog_cap or sched.queued >= held_cap:
-                room.clear()
-                await room.wait()
+                target, key = admitted
+                name = target.raw_host or ""
+                if sched.is_given_up(key):
+                    await refuse(item, _host_down(name, sched.policy))
+                    continue
+                if robots:
+                    rules = robots_rules.get(key)
+                    if rules is None and key not in robots_asked:
+                        robots_asked.add(key)
+                        robots_loading += 1
+                        sched.block(key, name, "robots.txt")
+                        tg.create_task(load_robots(key, target))
+                    elif rules is not None and not rules.can_fetch(user_agent, str(target)):
+                        await refuse(item, _disallowed(target))
+                        continue
+                sched.add(key, name, (item, target))
+                wake.set()
+                # Work held for hosts that are down does not count against the backlog,
+                # so that a dead host cannot starve the others; a second, larger cap
+                # keeps memory bounded all the same.
+                if sched.queued - sched.held >= backlog_cap or sched.queued >= held_cap:
+                    while sched.queued - sched.held > low_water or sched.queued >= held_cap:
+                        room.clear()
+                        await room.wait()
         feeding = False
         wake.set()
 

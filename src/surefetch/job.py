@@ -22,7 +22,7 @@ from .parallel import run_parallel
 from .polite import Politeness
 from .record import Record
 from .sinks import JsonlSink, Resume, SqliteSink, open_sink, retry_filter
-from .sources import items
+from .sources import item_batches
 
 __all__ = ["FetchJob", "Job"]
 
@@ -125,7 +125,7 @@ class FetchJob:
             if on_record is not None:
                 on_record(record)
 
-        source = items(
+        source = item_batches(
             job.input,
             fmt=job.input_format,
             url_column=job.url_column,

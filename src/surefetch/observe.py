@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import time
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from .engine import Stats
@@ -24,6 +24,9 @@ class LatencyHistogram:
     _PER_DECADE = 20
     _LOW_MS = 0.01
     _BUCKETS = 20 * 9
+    #: Upper edges of buckets 0 .. _BUCKETS - 1; a latency goes into the first bucket
+    #: whose edge is at least as high (the last bucket takes the rest).
+    _EDGES: ClassVar[list[float]] = [0.01 * 10 ** (i / 20) for i in range(20 * 9)]
 
     def __init__(self) -> None:
         self.counts = [0] * (self._BUCKETS + 1)
@@ -36,11 +39,7 @@ class LatencyHistogram:
         self.total += ms
         if ms > self.max:
             self.max = ms
-        if ms <= self._LOW_MS:
-            index = 0
-        else:
-            index = min(self._BUCKETS, int(math.log10(ms / self._LOW_MS) * self._PER_DECADE) + 1)
-        self.counts[index] += 1
+        self.counts[bisect_left(self._EDGES, ms)] += 1
 
     def percentile(self, q: float) -> float:
         """The ``q``-th percentile in ms (upper edge of its bucket, capped at the max)."""
@@ -54,6 +53,9 @@ class LatencyHistogram:
                 edge = self._LOW_MS * 10 ** (index / self._PER_DECADE)
                 return min(edge, self.max)
         return self.max
+
+
+_STATUS_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
 
 
 @dataclass
@@ -78,7 +80,7 @@ class Summary:
             self.ok += 1
         status = record.status
         if status is not None:
-            self.status_classes[f"{status // 100}xx"] += 1
+            self.status_classes[_STATUS_CLASSES.get(status // 100) or f"{status // 100}xx"] += 1
         if record.attempts > 1:
             self.retries += record.attempts - 1
         self.bytes += record.bytes

@@ -25,10 +25,10 @@ from . import logs
 from ._index import UrlIndex, fingerprint
 from ._wire import Batch, Config, Done, End, Records, Stop, WireItem, frame, read_frame, to_main
 from .client import Client
-from .engine import Emit, Stats, admitted
+from .engine import Admission, Emit, Stats, batches
 from .errors import SurefetchError
 from .polite import Politeness
-from .sources import Item
+from .sources import Item, ItemBatches
 
 __all__ = ["WorkerError", "run_parallel"]
 
@@ -87,7 +87,7 @@ def _config(
 
 async def run_parallel(
     client: Client,
-    items: Iterable[str | Item] | AsyncIterable[str | Item],
+    items: Iterable[str | Item] | AsyncIterable[str | Item] | ItemBatches,
     emit: Emit,
     *,
     workers: int,
@@ -114,7 +114,7 @@ async def run_parallel(
     )
     credit = 4 * max(1, client.limits.concurrency // workers) + 2 * _BATCH
     outstanding = [0] * workers
-    batches: list[list[WireItem]] = [[] for _ in range(workers)]
+    batches_out: list[list[WireItem]] = [[] for _ in range(workers)]
     room = asyncio.Event()
     procs: list[asyncio.subprocess.Process] = []
     clean = False
@@ -148,33 +148,42 @@ async def run_parallel(
             return WorkerError(f"worker process {k + 1} of {workers} died (exit status {code})")
 
         async def send(k: int) -> None:
-            batch = batches[k]
+            batch = batches_out[k]
             if batch:
-                batches[k] = []
+                batches_out[k] = []
                 await tell(k, frame(Batch(batch)))
 
         async def feed() -> None:
-            async for item, _target, host in admitted(items, emit, stats, seen=seen, done=done):
-                if spread:
-                    k = min(range(workers), key=outstanding.__getitem__)
-                else:
-                    k = fingerprint(host) % workers
-                while outstanding[k] >= credit:
-                    room.clear()
-                    await room.wait()
-                outstanding[k] += 1
-                stats.in_flight += 1
-                batches[k].append(
-                    WireItem(
-                        item.url,
-                        item.method,
-                        dict(item.headers) if item.headers else None,
-                        item.data,
-                        item.meta,
+            admit = Admission(stats, seen=seen, done=done)
+            async for batch in batches(items):
+                for item in batch:
+                    admitted = admit(item)
+                    if admitted is None:
+                        if admit.refused:
+                            stats.failed += 1
+                            await emit(admit.refused.pop())
+                        continue
+                    host = admitted[1]
+                    if spread:
+                        k = min(range(workers), key=outstanding.__getitem__)
+                    else:
+                        k = fingerprint(host) % workers
+                    while outstanding[k] >= credit:
+                        room.clear()
+                        await room.wait()
+                    outstanding[k] += 1
+                    stats.in_flight += 1
+                    batches_out[k].append(
+                        WireItem(
+                            item.url,
+                            item.method,
+                            dict(item.headers) if item.headers else None,
+                            item.data,
+                            item.meta,
+                        )
                     )
-                )
-                if len(batches[k]) >= _BATCH:
-                    await send(k)
+                    if len(batches_out[k]) >= _BATCH:
+                        await send(k)
 
         async def linger() -> None:
             while True:
@@ -220,7 +229,7 @@ async def run_parallel(
                 if finishing:
                     await send(k)
                 else:
-                    stats.abandoned += len(batches[k])
+                    stats.abandoned += len(batches_out[k])
                 await tell(k, frame(End() if finishing else Stop()))
             await asyncio.wait(collectors)
         clean = True

@@ -353,6 +353,8 @@ class Scheduler(Generic[T]):
     @property
     def held(self) -> int:
         """Work queued for hosts whose circuit is open (waiting out a cool-down)."""
+        if not self._down:
+            return 0
         return sum(len(host.queue) for host in self._down)
 
     def _wait(self, host: _Host[T], now: float) -> float | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -84,6 +85,11 @@ def _now() -> str:
     return f"{_second_text}.{int((now - second) * 1000):03d}Z"
 
 
+def _ms(seconds: float) -> float:
+    """Seconds as milliseconds with three decimals (to the microsecond)."""
+    return math.floor(seconds * 1_000_000 + 0.5) / 1000
+
+
 def _text_or_none(response: Response) -> str | None:
     try:
         return response.body.decode(response.encoding)
@@ -117,7 +123,7 @@ def response_record(
         else ErrorInfo(HTTPStatusError.kind, f"HTTP {response.status} from the final response"),
         attempts=response.attempts,
         redirects=response.redirects,
-        elapsed_ms=round(response.elapsed * 1000, 3),
+        elapsed_ms=_ms(response.elapsed),
         bytes=len(body),
         content_type=response.content_type,
         fetched_at=_now(),
@@ -146,7 +152,7 @@ def failure_record(url: str, error: FetchError, *, meta: dict[str, Any] | None =
         error=ErrorInfo(error.kind, redact_text(error.message)),
         attempts=error.attempts,
         redirects=error.redirects,
-        elapsed_ms=round(error.elapsed * 1000, 3),
+        elapsed_ms=_ms(error.elapsed),
         bytes=0,
         content_type=None,
         fetched_at=_now(),
