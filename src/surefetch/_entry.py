@@ -4,10 +4,13 @@ of a traceback; from then on the command handles signals itself."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 
 def main() -> None:
+    # numpy (the URL index) needs no BLAS, whose thread pool would only spin on a core.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         from .cli import main as run_cli
 

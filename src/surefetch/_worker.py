@@ -8,6 +8,7 @@ reporting ``Done``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -134,6 +135,7 @@ def main() -> None:
         reader, writer = await _pipes()
         await _main(config, reader, writer)
 
+    gc.freeze()  # start-up objects live as long as the process: keep them out of GC passes
     _loop.run(start(), config.loop)
 
 

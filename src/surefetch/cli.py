@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import re
@@ -607,6 +608,9 @@ def _run(fetch_job: FetchJob, *, grace: float, again: str, loop: str, display: D
 
     error: str | None = None
     code = 0
+    # What start-up made (modules, classes, option tables) lives as long as the process:
+    # set it aside so that the garbage collector does not walk it again and again.
+    gc.freeze()
     try:
         _loop.run(main(), loop)
     except RuntimeError as exc:

@@ -452,8 +452,10 @@ class Client:
                 gate.attempt_done(key, kind=kind, status=status, latency=took, retry_after=after)
             if failure is not None:
                 delay = retry.delay(attempts, method=method, kind=kind)
-            else:
+            elif status in retry.statuses:
                 delay = retry.delay(attempts, method=method, status=status, headers=headers_in)
+            else:  # the common case: a response not worth another try
+                delay = None
             if delay is not None and gate is not None and not self._closing:
                 wait = gate.retry_allowed(key)  # the host's budget, rate and pauses
                 delay = None if wait is None else max(delay, wait)

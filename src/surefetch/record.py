@@ -111,16 +111,17 @@ def response_record(
     of ``bodies`` (``body_path``) when that is given.
     """
     body = response.body
-    ok = response.ok
+    status = response.status
+    ok = 200 <= status < 300
     digest = hashlib.sha256(body).hexdigest()
     record = Record(
         url=redact_url(url),
         final_url=redact_url(str(response.url)),
         ok=ok,
-        status=response.status,
+        status=status,
         error=None
         if ok
-        else ErrorInfo(HTTPStatusError.kind, f"HTTP {response.status} from the final response"),
+        else ErrorInfo(HTTPStatusError.kind, f"HTTP {status} from the final response"),
         attempts=response.attempts,
         redirects=response.redirects,
         elapsed_ms=_ms(response.elapsed),

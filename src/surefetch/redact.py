@@ -53,4 +53,4 @@ def redact_url(url: str) -> str:
     malformed URLs are handled like free text, so the result is safe to show whatever
     the input was.
     """
-    return redact_text(url)
+    return url if "@" not in url else redact_text(url)

@@ -11,8 +11,11 @@ import msgspec
 
 from .._index import UrlIndex
 from ..errors import SurefetchError
-from ..record import Record, encode
+from ..record import Record
 from .base import BatchingSink, Outcome, Resume
+
+#: A record as JSON, without the newline (the commit adds them).
+_encode_line = msgspec.json.Encoder().encode
 
 __all__ = ["JsonlSink", "OutputError", "aside_name"]
 
@@ -83,10 +86,11 @@ class JsonlSink(BatchingSink[bytes]):
         return cls(path), resume
 
     def _prepare(self, record: Record) -> bytes:
-        return encode(record)
+        return _encode_line(record)
 
     def _commit(self, batch: list[bytes]) -> None:
-        data = memoryview(b"".join(batch))
+        # One copy for the whole batch: each record line is joined with its newline here.
+        data = memoryview(b"\n".join(batch) + b"\n")
         while data:
             data = data[os.write(self._fd, data) :]
         if self.path != "-":
