@@ -25,8 +25,11 @@ test: lint
 demo: $(STAMP)
 	$(BIN)/surefetch demo
 
+# The editable install leaves src/ without bytecode (a regular install compiles it), and
+# with PYTHONDONTWRITEBYTECODE every run would compile surefetch again: compile it once.
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m compileall -q src
 	$(BIN)/python bench/run.py
 
 clean:

@@ -221,7 +221,11 @@ async def run(
             )
         finally:
             stats.in_flight -= 1
-        await _emit(record)
+        if record.ok:
+            stats.ok += 1
+        else:
+            stats.failed += 1
+        await emit(record)
 
     async def _emit(record: Record) -> None:
         if record.ok:

@@ -121,7 +121,8 @@ class FetchJob:
                     _log_record(logging.INFO, "failed %s: %s", record)
             elif log.isEnabledFor(logging.DEBUG):
                 _log_record(logging.DEBUG, "fetched %s: HTTP %s", record)
-            await sink.write(record)
+            if sink.add(record):
+                await sink.flush()
             if on_record is not None:
                 on_record(record)
 

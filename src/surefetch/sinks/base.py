@@ -79,12 +79,19 @@ class BatchingSink(Generic[T]):
         raise NotImplementedError
 
     async def write(self, record: Record) -> None:
-        if not self._pending:
-            self._first_pending = time.monotonic()
-        self._pending.append(self._prepare(record))
-        self.written += 1
-        if len(self._pending) >= BATCH_RECORDS:
+        """Buffer ``record``; commit the batch if it is full."""
+        if self.add(record):
             await self.flush()
+
+    def add(self, record: Record) -> bool:
+        """Buffer ``record``; True if the batch is full and :meth:`flush` is due (the
+        same as :meth:`write`, without a coroutine per record)."""
+        pending = self._pending
+        if not pending:
+            self._first_pending = time.monotonic()
+        pending.append(self._prepare(record))
+        self.written += 1
+        return len(pending) >= BATCH_RECORDS
 
     async def flush_if_due(self) -> None:
         """Commit the buffer if its oldest record has waited ``BATCH_SECONDS``."""
