@@ -387,9 +387,11 @@ class Client:
         headers: Mapping[str, str] | None = None,
         data: bytes | str | None = None,
         gate: AttemptGate | None = None,
+        gate_key: str | None = None,
     ) -> Response:
         """:meth:`request` for a URL that :func:`check_url` already accepted (the
-        engine checks every URL once, when it reads it)."""
+        engine checks every URL once, when it reads it). ``gate_key`` is the host key
+        the gate knows the URL's host by (``host:port``), if the caller has it."""
         session = self._check()
         method = method.upper()
         started = time.monotonic()
@@ -403,7 +405,9 @@ class Client:
         self._inflight += 1
         self._idle.clear()
         try:
-            return await self._with_retries(session, method, target, headers, data, started, gate)
+            return await self._with_retries(
+                session, method, target, headers, data, started, gate, gate_key
+            )
         finally:
             self._inflight -= 1
             if self._inflight == 0:
@@ -422,10 +426,12 @@ class Client:
         data: bytes | str | None,
         started: float,
         gate: AttemptGate | None,
+        key: str | None,
     ) -> Response:
         retry = self.retry
         on_event = self.on_event
-        key = f"{url.raw_host}:{url.port}" if gate is not None else ""
+        if key is None:
+            key = f"{url.raw_host}:{url.port}" if gate is not None else ""
         attempts = 0
         kind: str | None
         status: int | None

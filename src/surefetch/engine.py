@@ -207,7 +207,12 @@ async def run(
             headers = {**extra, **headers} if headers else extra
         try:
             response = await client.send(
-                item.method or "GET", target, headers=headers, data=item.data, gate=sched
+                item.method or "GET",
+                target,
+                headers=headers,
+                data=item.data,
+                gate=sched,
+                gate_key=key,
             )
         except FetchError as exc:
             record = failure_record(item.url, exc, meta=item.meta)

@@ -72,17 +72,24 @@ def decode(line: bytes | str) -> Record:
 
 _second = -1
 _second_text = ""
+_milli = -1
+_milli_text = ""
 
 
 def _now() -> str:
-    """UTC now in ISO 8601 with milliseconds; the date part is formatted once a second."""
-    global _second, _second_text
-    now = time.time()
-    second = int(now)
+    """UTC now in ISO 8601 with milliseconds; the date part is formatted once a second,
+    the whole text once a millisecond (several records share one at full speed)."""
+    global _second, _second_text, _milli, _milli_text
+    milli = int(time.time() * 1000)
+    if milli == _milli:
+        return _milli_text
+    second, frac = divmod(milli, 1000)
     if second != _second:
         _second = second
         _second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{_second_text}.{int((now - second) * 1000):03d}Z"
+    _milli = milli
+    _milli_text = f"{_second_text}.{frac:03d}Z"
+    return _milli_text
 
 
 def _ms(seconds: float) -> float:
