@@ -404,10 +404,80 @@ class Client:
             raise error
         self._inflight += 1
         self._idle.clear()
+        url = target
         try:
-            return await self._with_retries(
-                session, method, target, headers, data, started, gate, gate_key
-            )
+            retry = self.retry
+            on_event = self.on_event
+            key = gate_key
+            if key is None:
+                key = f"{url.raw_host}:{url.port}" if gate is not None else ""
+            attempts = 0
+            kind: str | None
+            status: int | None
+            while True:
+                attempts += 1
+                if on_event is not None:
+                    on_event(AttemptEvent("start", str(url), method, attempts))
+                began = time.monotonic()
+                try:
+                    response = await self._attempt(session, method, url, headers, data)
+                except FetchError as exc:
+                    kind, status, answer, headers_in = exc.kind, exc.status, None, None
+                    failure: FetchError | None = exc
+                else:
+                    kind, status, answer, headers_in = (
+                        None,
+                        response.status,
+                        response,
+                        response.headers,
+                    )
+                    failure = None
+                took = time.monotonic() - began
+                if on_event is not None:
+                    on_event(AttemptEvent("finish", str(url), method, attempts, status, kind, took))
+                if gate is not None:
+                    after = None
+                    if headers_in is not None and status in (429, 503):
+                        after = parse_retry_after(headers_in.get("Retry-After"))
+                    gate.attempt_done(
+                        key, kind=kind, status=status, latency=took, retry_after=after
+                    )
+                if failure is not None:
+                    delay = retry.delay(attempts, method=method, kind=kind)
+                elif status in retry.statuses:
+                    delay = retry.delay(attempts, method=method, status=status, headers=headers_in)
+                else:  # the common case: a response not worth another try
+                    delay = None
+                if delay is not None and gate is not None and not self._closing:
+                    wait = gate.retry_allowed(key)  # the host's budget, rate and pauses
+                    delay = None if wait is None else max(delay, wait)
+                if delay is None or self._closing:
+                    if failure is not None:
+                        _annotate(failure, attempts, started)
+                        raise failure
+                    assert answer is not None
+                    answer.attempts = attempts
+                    answer.elapsed = time.monotonic() - started
+                    return answer
+                if on_event is not None:
+                    on_event(
+                        AttemptEvent("retry", str(url), method, attempts, status, kind, None, delay)
+                    )
+                if log.isEnabledFor(logging.INFO):
+                    log.info(
+                        "retrying %s after %s in %.2f s",
+                        url,
+                        kind or f"HTTP {status}",
+                        delay,
+                        extra={
+                            "url": str(url),
+                            "attempt": attempts,
+                            "kind": kind,
+                            "status": status,
+                            "delay": round(delay, 3),
+                        },
+                    )
+                await asyncio.sleep(delay)
         finally:
             self._inflight -= 1
             if self._inflight == 0:
@@ -416,82 +486,6 @@ class Client:
     def _has_authorization(self, headers: Mapping[str, str] | None) -> bool:
         names = [*self._headers, *(headers or ())]
         return any(name.lower() == "authorization" for name in names)
-
-    async def _with_retries(
-        self,
-        session: aiohttp.ClientSession,
-        method: str,
-        url: URL,
-        headers: Mapping[str, str] | None,
-        data: bytes | str | None,
-        started: float,
-        gate: AttemptGate | None,
-        key: str | None,
-    ) -> Response:
-        retry = self.retry
-        on_event = self.on_event
-        if key is None:
-            key = f"{url.raw_host}:{url.port}" if gate is not None else ""
-        attempts = 0
-        kind: str | None
-        status: int | None
-        while True:
-            attempts += 1
-            if on_event is not None:
-                on_event(AttemptEvent("start", str(url), method, attempts))
-            began = time.monotonic()
-            try:
-                response = await self._attempt(session, method, url, headers, data)
-            except FetchError as exc:
-                kind, status, answer, headers_in = exc.kind, exc.status, None, None
-                failure: FetchError | None = exc
-            else:
-                kind, status, answer, headers_in = None, response.status, response, response.headers
-                failure = None
-            took = time.monotonic() - began
-            if on_event is not None:
-                on_event(AttemptEvent("finish", str(url), method, attempts, status, kind, took))
-            if gate is not None:
-                after = None
-                if headers_in is not None and status in (429, 503):
-                    after = parse_retry_after(headers_in.get("Retry-After"))
-                gate.attempt_done(key, kind=kind, status=status, latency=took, retry_after=after)
-            if failure is not None:
-                delay = retry.delay(attempts, method=method, kind=kind)
-            elif status in retry.statuses:
-                delay = retry.delay(attempts, method=method, status=status, headers=headers_in)
-            else:  # the common case: a response not worth another try
-                delay = None
-            if delay is not None and gate is not None and not self._closing:
-                wait = gate.retry_allowed(key)  # the host's budget, rate and pauses
-                delay = None if wait is None else max(delay, wait)
-            if delay is None or self._closing:
-                if failure is not None:
-                    _annotate(failure, attempts, started)
-                    raise failure
-                assert answer is not None
-                answer.attempts = attempts
-                answer.elapsed = time.monotonic() - started
-                return answer
-            if on_event is not None:
-                on_event(
-                    AttemptEvent("retry", str(url), method, attempts, status, kind, None, delay)
-                )
-            if log.isEnabledFor(logging.INFO):
-                log.info(
-                    "retrying %s after %s in %.2f s",
-                    url,
-                    kind or f"HTTP {status}",
-                    delay,
-                    extra={
-                        "url": str(url),
-                        "attempt": attempts,
-                        "kind": kind,
-                        "status": status,
-                        "delay": round(delay, 3),
-                    },
-                )
-            await asyncio.sleep(delay)
 
     async def _attempt(
         self,

@@ -23,7 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING
@@ -42,7 +49,7 @@ from .errors import (
     InvalidURLError,
     RobotsDisallowedError,
 )
-from .polite import Politeness, Scheduler
+from .polite import Politeness, Scheduler, _Host
 from .record import Record, failure_record, response_record
 from .redact import redact_url
 from .sources import Item, ItemBatches
@@ -190,7 +197,7 @@ async def run(
     # Work leaves the scheduler only for a worker that is free to send it at once (at
     # most ``idle`` jobs wait here), so per-host rates and slots hold at the moment of
     # sending, and every free worker gets work in one turn of the dispatcher.
-    ready: asyncio.Queue[tuple[str, Item, URL] | None] = asyncio.Queue()
+    ready: asyncio.Queue[tuple[_Host[tuple[Item, URL]], Item, URL] | None] = asyncio.Queue()
     idle = limits.concurrency
     room = asyncio.Event()
     # Once the backlog is full, the feeder sleeps until a quarter of it has gone and
@@ -199,10 +206,9 @@ async def run(
     feeding = True
     user_agent = client.headers.get("User-Agent", "*")
 
-    async def fetch(item: Item, target: URL, key: str) -> None:
+    async def fetch(item: Item, target: URL, key: str, extra: Mapping[str, str] | None) -> None:
         stats.in_flight += 1
         headers = item.headers
-        extra = sched.headers(key)
         if extra:
             headers = {**extra, **headers} if headers else extra
         try:
@@ -246,12 +252,12 @@ async def run(
         nonlocal idle
         job = await ready.get()
         while job is not None:
-            key, item, target = job
+            host, item, target = job
             if stopping.is_set():
                 stats.abandoned += 1
             else:
-                await fetch(item, target, key)
-            sched.finished(key)
+                await fetch(item, target, host.key, host.headers)
+            sched.release(host)
             # Take the next work straight from the scheduler when there is some: no
             # round trip through the dispatcher in the common case.
             taken = None if stopping.is_set() else sched.take()
@@ -259,7 +265,7 @@ async def run(
                 host, (item, target) = taken
                 if sched.queued - sched.held <= low_water:
                     room.set()
-                job = (host.key, item, target)
+                job = (host, item, target)
                 if idle:
                     wake.set()  # a freed or grown slot may have work for idle workers too
                 continue
@@ -325,7 +331,7 @@ async def run(
             while idle and (taken := sched.take()) is not None:
                 host, (item, target) = taken
                 idle -= 1
-                ready.put_nowait((host.key, item, target))
+                ready.put_nowait((host, item, target))
                 room.set()
             while given_up:
                 name, (item, _target) = given_up.pop()

@@ -323,7 +323,7 @@ class Scheduler(Generic[T]):
             host.active += 1
             host.sent += 1
             self._count_send(host, now)
-            if self._rate(host):
+            if host.rate or host.learned is not None:
                 host.tokens -= 1.0
             if host.open_until:
                 host.probing = True
@@ -495,7 +495,10 @@ class Scheduler(Generic[T]):
 
     def finished(self, key: str) -> None:
         """The work taken for host ``key`` is done (its slot is free again)."""
-        host = self.hosts[key]
+        self.release(self.hosts[key])
+
+    def release(self, host: _Host[T]) -> None:
+        """:meth:`finished`, for the host object that :meth:`take` returned."""
         host.active -= 1
         host.probing = False
         if host.given_up:
