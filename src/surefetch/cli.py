@@ -578,7 +578,7 @@ def _run(fetch_job: FetchJob, *, grace: float, again: str, loop: str, display: D
         if metrics is not None:
             metrics.observe(record)
 
-    fetch_job.on_record = on_record
+    fetch_job.on_record = on_record if metrics is not None else summary.add
     if view is not None:
         fetch_job.watch = view.update
 

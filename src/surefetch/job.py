@@ -112,14 +112,17 @@ class FetchJob:
         seen = UrlIndex()
         kinds = self.kinds
         on_record = self.on_record
+        # Log levels are set before a run starts: ask once, not once per record.
+        log_failed = log.isEnabledFor(logging.INFO)
+        log_fetched = log.isEnabledFor(logging.DEBUG)
 
         async def emit(record: Record) -> None:
             error = record.error
             if error is not None:
                 kinds[error.kind] += 1
-                if log.isEnabledFor(logging.INFO):
+                if log_failed:
                     _log_record(logging.INFO, "failed %s: %s", record)
-            elif log.isEnabledFor(logging.DEBUG):
+            elif log_fetched:
                 _log_record(logging.DEBUG, "fetched %s: HTTP %s", record)
             if sink.add(record):
                 await sink.flush()
