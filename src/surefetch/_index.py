@@ -102,12 +102,14 @@ class UrlIndex:
         """Double the filter and set the bits of every URL again."""
         nbits = (self._mask + 1) * 2
         mask = nbits - 1
-        bits = np.zeros(nbits // 8, dtype=np.uint8)
+        filter_ = bytearray(nbits // 8)
+        bits = np.frombuffer(filter_, dtype=np.uint8)  # a view: no second copy
         self._set_bits(bits, self._sorted, mask)
         if self._recent:
             recent = np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent))
             self._set_bits(bits, recent, mask)
-        self._bits = bytearray(bits.tobytes())
+        del bits
+        self._bits = filter_
         self._mask = mask
         self._capacity = nbits // self._BITS_PER_URL
 
