@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -86,9 +87,9 @@ def test_index_costs_at_most_16_bytes_per_url() -> None:
         assert f"http://h/{i}" in index
     assert "http://h/absent" not in index
     assert len(index) == 200_000
-    # The sorted array holds 8 bytes per URL, the filter 2 to 4; the recent set is
+    # The sorted array holds 8 bytes per URL, the filter 1 to 2; the recent set is
     # bounded by a fraction.
-    assert len(index._bits) <= 4 * len(index)
+    assert len(index._bits) <= 2 * len(index)
     assert index._sorted.nbytes + len(index._bits) + 100 * len(index._recent) <= 16 * len(index)
 
 
@@ -97,7 +98,7 @@ def test_index_filter_never_hides_an_added_url_and_passes_lookalikes_to_the_arra
     keys = [fingerprint(f"http://h/{i}") for i in range(150_000)]
     for key in keys:  # the filter doubles several times and the set merges on the way
         assert index.add_fingerprint(key)
-    assert len(index._bits) * 8 >= 16 * len(index)
+    assert len(index._bits) * 8 >= 8 * len(index)
     assert all(index.has_fingerprint(key) for key in keys)
     # Same filter bit (the low bits agree), different URL: the filter says "maybe",
     # the sorted array and the recent set must say no.
@@ -105,3 +106,16 @@ def test_index_filter_never_hides_an_added_url_and_passes_lookalikes_to_the_arra
     assert not any(index.has_fingerprint(key) for key in lookalikes)
     assert all(index.add_fingerprint(key) for key in lookalikes)
     assert len(index) == 150_000 + len(lookalikes)
+
+
+def test_cli_processes_are_tuned_but_importing_the_library_changes_nothing() -> None:
+    check = (
+        "import os, sys\n"
+        "import surefetch, surefetch.engine\n"
+        "assert 'OPENBLAS_NUM_THREADS' not in os.environ\n"
+        "from surefetch._tune import tune_process\n"
+        "assert tune_process() is sys.platform.startswith('linux')\n"
+        "assert os.environ['OPENBLAS_NUM_THREADS'] == '1'\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    subprocess.run([sys.executable, "-c", check], env=env, check=True, timeout=60)

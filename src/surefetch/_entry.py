@@ -1,16 +1,17 @@
 """The ``surefetch`` command's entry point: a Ctrl-C that comes while the program is
 still starting (importing, parsing options) ends it quietly with status 130 instead
-of a traceback; from then on the command handles signals itself."""
+of a traceback; from then on the command handles signals itself. The process is tuned
+first (:mod:`surefetch._tune`)."""
 
 from __future__ import annotations
 
-import os
 import sys
+
+from ._tune import tune_process
 
 
 def main() -> None:
-    # numpy (the URL index) needs no BLAS, whose thread pool would only spin on a core.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    tune_process()
     try:
         from .cli import main as run_cli
 

@@ -26,7 +26,7 @@ class UrlIndex:
     stay O(log n) and memory stays near 8 bytes per URL plus the small set, never a
     Python object per URL.
 
-    In front of both sits a one-hash Bloom filter of 16 to 32 bits per URL (2 to 4
+    In front of both sits a one-hash Bloom filter of 8 to 16 bits per URL (1 to 2
     bytes): a URL that was never added (the common case while reading an input) is
     almost always answered from one byte of it, without the cost of a numpy search.
     The filter doubles, and is rebuilt from the array, when the URLs outgrow it.
@@ -36,8 +36,9 @@ class UrlIndex:
 
     _MIN_RECENT = 16_384
     #: Filter bits per URL at the most: a false positive costs one numpy search, and
-    #: happens for about 1 - exp(-1/16) = 6 % of absent URLs when the filter is full.
-    _BITS_PER_URL = 16
+    #: happens for about 1 - exp(-1/8) = 12 % of absent URLs when the filter is full,
+    #: 6 % when it has just doubled.
+    _BITS_PER_URL = 8
     _MIN_BITS = 1 << 16
 
     def __init__(self) -> None:

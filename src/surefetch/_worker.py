@@ -15,6 +15,7 @@ import sys
 from collections.abc import AsyncIterator
 
 from . import _loop, logs
+from ._tune import tune_process
 from ._wire import Batch, Config, Done, End, Records, Stop, frame, read_frame, to_worker
 from .bodies import BodyStore
 from .client import Client
@@ -135,6 +136,7 @@ def main() -> None:
         reader, writer = await _pipes()
         await _main(config, reader, writer)
 
+    tune_process()
     gc.freeze()  # start-up objects live as long as the process: keep them out of GC passes
     _loop.run(start(), config.loop)
 

@@ -1,0 +1,35 @@
+"""Process-wide settings for surefetch's own processes (the CLI and its workers), never
+applied by merely importing the library."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
+
+
+def tune_process() -> bool:
+    """Settings that keep a long run's CPU and memory flat.
+
+    - numpy (the URL index) needs no BLAS, whose thread pool would only spin on a core:
+      one BLAS thread (set before numpy is imported; worker processes inherit it).
+    - glibc raises its mmap threshold each time a large block is freed (up to 32 MB),
+      after which large buffers (batches of records, the URL index as it grows) come
+      from the heap, which then keeps the holes: a run of a million URLs ended about
+      4 MB higher. A fixed threshold sends every block of 128 KiB or more to mmap, and
+      back to the system when freed.
+
+    Returns whether the mmap threshold could be set.
+    """
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl has it too, as a no-op)
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, 128 * 1024))
