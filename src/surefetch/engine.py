@@ -232,6 +232,7 @@ async def run(
             )
         finally:
             stats.in_flight -= 1
+        # _emit's counting, inline: this is the once-per-response path.
         if record.ok:
             stats.ok += 1
         else:
