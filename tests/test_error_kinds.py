@@ -683,11 +683,12 @@ async def test_internal_error_from_a_bug_is_recorded_and_logged(
 ) -> None:
     import surefetch.client
 
-    async def buggy_read(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    async def buggy_read(resp: aiohttp.ClientResponse, limit: int, watch: object) -> bytes:
         raise RuntimeError("a bug in surefetch")
 
-    # The body has no Content-Length, so the Client reads it with _read_capped.
-    monkeypatch.setattr(surefetch.client, "_read_capped", buggy_read)
+    # The body ends with the connection (no Content-Length), so it cannot be complete
+    # when the head arrives, and the Client reads it with _read_body.
+    monkeypatch.setattr(surefetch.client, "_read_body", buggy_read)
     caplog.set_level(logging.ERROR, logger="surefetch.client")
     outcome = await fails_as(
         fault_server.url("/ok?mode=eof"),

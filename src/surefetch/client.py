@@ -18,7 +18,8 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from . import __version__
+from . import __version__, _deadlines
+from ._deadlines import Deadlines, Watch
 from .errors import (
     BodyTooLargeError,
     ClientStateError,
@@ -26,6 +27,8 @@ from .errors import (
     HTTPStatusError,
     InternalError,
     InvalidURLError,
+    ReadTimeoutError,
+    TotalTimeoutError,
     classify,
 )
 from .policy import Limits, RetryPolicy, Timeouts, parse_retry_after
@@ -40,7 +43,6 @@ __all__ = ["DEFAULT_USER_AGENT", "AttemptEvent", "Client", "Response", "check_ur
 log = logging.getLogger("surefetch.client")
 
 DEFAULT_USER_AGENT: Final = f"surefetch/{__version__} (+aiohttp)"
-_NO_ENCODING: Final = frozenset({"", "identity"})
 
 
 def _warn_if_slow_parser() -> None:
@@ -258,6 +260,7 @@ class Client:
         self.on_event = on_event
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._deadlines: Deadlines | None = None
         self._closing = False
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -269,7 +272,11 @@ class Client:
         if self._session is not None or self._closing:
             raise ClientStateError("a Client can be opened only once; make a new one")
         self._loop = asyncio.get_running_loop()
-        connector = aiohttp.TCPConnector(
+        timeouts = self.timeouts
+        # The total and read timeouts are kept here, on two timer handles for all
+        # requests (see surefetch._deadlines); aiohttp keeps the connect timeout.
+        self._deadlines = Deadlines(self._loop, total=timeouts.total, read=timeouts.read)
+        connector = _deadlines.Connector(
             limit=self.limits.concurrency,
             limit_per_host=self.limits.per_host,
             ttl_dns_cache=300,
@@ -278,13 +285,7 @@ class Client:
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers=self._headers,
-            timeout=aiohttp.ClientTimeout(
-                # Covers each attempt whole: connect, head and body (aiohttp's timer also
-                # guards every read of the body).
-                total=self.timeouts.total,
-                sock_connect=self.timeouts.connect,
-                sock_read=self.timeouts.read,
-            ),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect),
             auto_decompress=True,
             raise_for_status=False,
             trust_env=False,
@@ -322,6 +323,8 @@ class Client:
         finally:
             if session is not None:
                 await session.close()
+            if self._deadlines is not None:
+                self._deadlines.close()
 
     @property
     def closed(self) -> bool:
@@ -496,6 +499,10 @@ class Client:
         data: bytes | str | None,
     ) -> Response:
         limits = self.limits
+        deadlines = self._deadlines
+        assert deadlines is not None  # set with the session
+        watch = deadlines.start()
+        token = _deadlines.current.set(watch)
         try:
             async with (
                 session.request(
@@ -508,17 +515,22 @@ class Client:
                     max_redirects=limits.max_redirects + 1,
                 ) as resp,
             ):
-                encoding = resp.headers.get("Content-Encoding", "").strip().lower()
                 declared = resp.content_length
                 try:
                     if declared is not None and declared > limits.max_body:
                         raise BodyTooLargeError(
                             f"Content-Length {declared} exceeds max_body {limits.max_body}"
                         )
-                    if declared is not None and encoding in _NO_ENCODING:
+                    if resp.content.is_eof():  # the whole body came with the head
+                        deadlines.not_waiting(watch)
                         body = await resp.read()
+                        if len(body) > limits.max_body:
+                            raise BodyTooLargeError(
+                                f"body exceeds max_body {limits.max_body} bytes"
+                                " (after decompression)"
+                            )
                     else:
-                        body = await _read_capped(resp, limits.max_body)
+                        body = await _read_body(resp, limits.max_body, watch)
                 except BodyTooLargeError as exc:
                     resp.close()
                     exc.status = resp.status
@@ -536,6 +548,13 @@ class Client:
                     attempts=1,
                     elapsed=0.0,
                 )
+        except asyncio.CancelledError:
+            timed_out = watch.timed_out()
+            if timed_out is None:
+                raise
+            if timed_out == "total":
+                raise TotalTimeoutError("the attempt took longer than the total timeout") from None
+            raise ReadTimeoutError("no data from the server within the read timeout") from None
         except FetchError:
             raise
         except Exception as exc:
@@ -543,6 +562,9 @@ class Client:
             if isinstance(error, InternalError):
                 log.error("internal error fetching %s", url, exc_info=exc)
             raise error from exc
+        finally:
+            _deadlines.current.reset(token)
+            deadlines.finish(watch)
 
     # -- bulk --------------------------------------------------------------------
 
@@ -578,19 +600,20 @@ class Client:
         task.add_done_callback(self._streams.discard)
 
 
-async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    """Read the (decompressed) body, stopping as soon as it passes ``limit`` bytes."""
+async def _read_body(resp: aiohttp.ClientResponse, limit: int, watch: Watch) -> bytes:
+    """Read the (decompressed) body as it arrives, stopping as soon as it passes
+    ``limit`` bytes; every chunk starts the read deadline again."""
     chunks: list[bytes] = []
     size = 0
     stream = resp.content
-    while True:
-        chunk = await stream.readany()
-        if not chunk:
-            break
+    deadlines = watch.deadlines
+    while chunk := await stream.readany():
+        deadlines.waiting(watch)
         size += len(chunk)
         if size > limit:
             raise BodyTooLargeError(f"body exceeds max_body {limit} bytes (after decompression)")
         chunks.append(chunk)
+    deadlines.not_waiting(watch)
     return b"".join(chunks)
 
 
