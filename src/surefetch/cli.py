@@ -157,7 +157,8 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
     type=_POSITIVE,
     default=20.0,
     show_default=True,
-    help="Longest gap, in seconds, between two reads from the server.",
+    help="Longest wait, in seconds, for the server: for the response head once connected,"
+    " and between two pieces of the body.",
 )
 @click.option(
     "--retries",

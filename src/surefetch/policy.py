@@ -83,7 +83,8 @@ class Timeouts:
 
     - ``total``: the whole attempt: connect, response head and body.
     - ``connect``: establishing TCP and TLS.
-    - ``read``: the longest gap between two reads from the socket.
+    - ``read``: the longest wait for the server once connected: for the response head,
+      then between two pieces of the body.
     """
 
     total: float = 30.0
