@@ -683,7 +683,7 @@ async def test_internal_error_from_a_bug_is_recorded_and_logged(
 ) -> None:
     import surefetch.client
 
-    async def buggy_read(resp: aiohttp.ClientResponse, limit: int, watch: object) -> bytes:
+    async def buggy_read(*args: object) -> bytes:
         raise RuntimeError("a bug in surefetch")
 
     # The body ends with the connection (no Content-Length), so it cannot be complete

@@ -110,12 +110,14 @@ def test_index_filter_never_hides_an_added_url_and_passes_lookalikes_to_the_arra
 
 def test_cli_processes_are_tuned_but_importing_the_library_changes_nothing() -> None:
     check = (
-        "import os, sys\n"
+        "import gc, os, sys\n"
         "import surefetch, surefetch.engine\n"
         "assert 'OPENBLAS_NUM_THREADS' not in os.environ\n"
+        "assert gc.get_threshold()[0] < 20_000\n"
         "from surefetch._tune import tune_process\n"
         "assert tune_process() is sys.platform.startswith('linux')\n"
         "assert os.environ['OPENBLAS_NUM_THREADS'] == '1'\n"
+        "assert gc.get_threshold() == (20_000, 10, 10)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
     subprocess.run([sys.executable, "-c", check], env=env, check=True, timeout=60)

@@ -29,134 +29,129 @@ body that arrives, and ends when the whole body is in.
 from __future__ import annotations
 
 import asyncio
-from contextvars import ContextVar
 from typing import Any, Literal
 
 import aiohttp
 
-__all__ = ["Connector", "Deadlines", "Watch"]
+__all__ = ["Connector", "Deadlines"]
 
 Kind = Literal["total", "read"]
-
-
-class Watch:
-    """One attempt under watch: its task, and which deadline passed (if one did)."""
-
-    __slots__ = ("cancelling", "deadlines", "fired", "task")
-
-    def __init__(self, deadlines: Deadlines, task: asyncio.Task[Any]) -> None:
-        self.deadlines = deadlines
-        self.task = task
-        #: The task's cancellation requests when the attempt began.
-        self.cancelling = task.cancelling()
-        self.fired: Kind | None = None
-
-    def timed_out(self) -> Kind | None:
-        """In the attempt's ``except CancelledError``: the deadline that caused the
-        cancellation, or None for a cancellation from elsewhere (to re-raise)."""
-        if self.fired is None or self.task.uncancel() > self.cancelling:
-            return None
-        return self.fired
-
-
-#: The attempt running in this task, for :class:`Connector` to find.
-current: ContextVar[Watch | None] = ContextVar("surefetch_attempt", default=None)
+Task = asyncio.Task[Any]
 
 
 class _Queue:
     """Deadlines that all lie ``delay`` seconds after a moment that only moves forward,
-    in the order they fall due, with one timer handle armed for the front."""
+    keyed by the attempt's task, in the order they fall due, with one timer handle
+    armed for the front."""
 
-    __slots__ = ("_delay", "_due", "_kind", "_loop", "_timer")
+    __slots__ = ("_fired", "_kind", "_loop", "delay", "due", "timer")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, delay: float, kind: Kind) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        delay: float,
+        kind: Kind,
+        fired: dict[Task, Kind],
+    ) -> None:
         self._loop = loop
-        self._delay = delay
         self._kind = kind
-        self._due: dict[Watch, float] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        self._fired = fired
+        self.delay = delay
+        self.due: dict[Task, float] = {}
+        self.timer: asyncio.TimerHandle | None = None
 
-    def __len__(self) -> int:
-        return len(self._due)
-
-    def set(self, watch: Watch, now: float) -> None:
-        """(Re)start ``watch``'s deadline: ``delay`` seconds from ``now``."""
-        due = self._due
-        due.pop(watch, None)  # to the back: the latest deadline of all
-        when = due[watch] = now + self._delay
-        if self._timer is None:
-            self._timer = self._loop.call_at(when, self._expire)
-
-    def discard(self, watch: Watch) -> None:
-        self._due.pop(watch, None)
+    def set(self, task: Task, now: float) -> None:
+        """(Re)start the deadline of ``task``'s attempt: ``delay`` seconds from ``now``."""
+        due = self.due
+        due.pop(task, None)  # to the back: the latest deadline of all
+        when = due[task] = now + self.delay
+        if self.timer is None:
+            self.timer = self._loop.call_at(when, self._expire)
 
     def _expire(self) -> None:
-        self._timer = None
+        self.timer = None
         now = self._loop.time()
-        due = self._due
+        due = self.due
         while due:
-            watch = next(iter(due))
-            when = due[watch]
+            task = next(iter(due))
+            when = due[task]
             if when > now:
-                self._timer = self._loop.call_at(when, self._expire)
+                self.timer = self._loop.call_at(when, self._expire)
                 return
-            del due[watch]
-            if watch.fired is None:
-                watch.fired = self._kind
-                watch.task.cancel(f"surefetch: {self._kind} timeout")
+            del due[task]
+            if task not in self._fired:
+                self._fired[task] = self._kind
+                task.cancel(f"surefetch: {self._kind} timeout")
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._due.clear()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.due.clear()
 
 
 class Deadlines:
-    """The total and read deadlines of one client's attempts."""
+    """The total and read deadlines of one client's attempts, each attempt known by the
+    task it runs in (a task runs one attempt at a time)."""
 
-    __slots__ = ("_loop", "_read", "_total")
+    __slots__ = ("_fired", "_loop", "_read", "_total")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *, total: float, read: float) -> None:
         self._loop = loop
-        self._total = _Queue(loop, total, "total")
-        self._read = _Queue(loop, read, "read")
+        self._fired: dict[Task, Kind] = {}
+        self._total = _Queue(loop, total, "total", self._fired)
+        self._read = _Queue(loop, read, "read", self._fired)
 
     def __len__(self) -> int:
         """Attempts with a deadline running."""
-        return len(self._total)
+        return len(self._total.due)
 
-    def start(self) -> Watch:
-        """Watch the attempt that the current task begins now (its total deadline)."""
-        task = asyncio.current_task()
-        if task is None:
-            raise RuntimeError("an attempt must run in a task")
-        watch = Watch(self, task)
-        self._total.set(watch, self._loop.time())
-        return watch
+    def start(self, task: Task) -> None:
+        """``task`` begins an attempt now: its total deadline starts."""
+        self._total.set(task, self._loop.time())
 
-    def waiting(self, watch: Watch) -> None:
-        """``watch`` now waits for the server (it got a connection, or a chunk of the
-        body came): its read deadline starts again from now."""
-        self._read.set(watch, self._loop.time())
+    def waiting(self, task: Task) -> None:
+        """``task``'s attempt now waits for the server (it has a connection, or a piece
+        of the body came): its read deadline starts again from now. Ignored for a task
+        that is not in an attempt."""
+        if task in self._total.due:
+            self._read.set(task, self._loop.time())
 
-    def not_waiting(self, watch: Watch) -> None:
-        """``watch`` has all it waited for (the whole body): no read deadline."""
-        self._read.discard(watch)
+    def not_waiting(self, task: Task) -> None:
+        """``task``'s attempt has all it waited for (the whole body): no read deadline."""
+        self._read.due.pop(task, None)
 
-    def finish(self, watch: Watch) -> None:
-        """The attempt has ended, whichever way."""
-        self._total.discard(watch)
-        self._read.discard(watch)
+    def timed_out(self, task: Task, cancelling: int) -> Kind | None:
+        """In the attempt's ``except CancelledError``: which deadline cancelled it, or
+        None for a cancellation that came from elsewhere (to be re-raised).
+        ``cancelling`` is ``task.cancelling()`` from when the attempt began."""
+        kind = self._fired.pop(task, None)
+        if kind is None or task.uncancel() > cancelling:
+            return None
+        return kind
+
+    def finish(self, task: Task) -> None:
+        """``task``'s attempt has ended, whichever way."""
+        self._total.due.pop(task, None)
+        self._read.due.pop(task, None)
+        if self._fired and self._fired.pop(task, None) is not None:
+            # A deadline fired but the attempt ended some other way (aiohttp finished
+            # as the cancellation came): withdraw the cancellation request.
+            task.uncancel()
 
     def close(self) -> None:
         self._total.close()
         self._read.close()
+        self._fired.clear()
 
 
 class Connector(aiohttp.TCPConnector):
     """A TCPConnector that starts the read deadline of the attempt it serves once that
     attempt has its connection (new or reused); redirects start it again per hop."""
+
+    def __init__(self, deadlines: Deadlines, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._deadlines = deadlines
 
     async def connect(
         self,
@@ -165,7 +160,7 @@ class Connector(aiohttp.TCPConnector):
         timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's signature)
     ) -> aiohttp.connector.Connection:
         connection = await super().connect(req, traces, timeout)
-        watch = current.get()
-        if watch is not None:
-            watch.deadlines.waiting(watch)
+        task = asyncio.current_task()
+        if task is not None:
+            self._deadlines.waiting(task)
         return connection

@@ -4,6 +4,7 @@ applied by merely importing the library."""
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import sys
 
@@ -21,9 +22,16 @@ def tune_process() -> bool:
       4 MB higher. A fixed threshold sends every block of 128 KiB or more to mmap, and
       back to the system when freed.
 
+    - The garbage collector's youngest generation is collected every 20,000 net new
+      objects instead of every 700: each request briefly holds a few dozen, so at the
+      default it ran every few requests, each time walking all of those in flight and
+      the URLs waiting (66 ms of a 50,000-URL run, against 11 ms now). Objects in
+      cycles wait a little longer to be freed; nothing else changes.
+
     Returns whether the mmap threshold could be set.
     """
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    gc.set_threshold(20_000, 10, 10)
     if not sys.platform.startswith("linux"):
         return False
     try:

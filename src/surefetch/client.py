@@ -19,7 +19,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from . import __version__, _deadlines
-from ._deadlines import Deadlines, Watch
+from ._deadlines import Deadlines
 from .errors import (
     BodyTooLargeError,
     ClientStateError,
@@ -277,6 +277,7 @@ class Client:
         # requests (see surefetch._deadlines); aiohttp keeps the connect timeout.
         self._deadlines = Deadlines(self._loop, total=timeouts.total, read=timeouts.read)
         connector = _deadlines.Connector(
+            self._deadlines,
             limit=self.limits.concurrency,
             limit_per_host=self.limits.per_host,
             ttl_dns_cache=300,
@@ -501,8 +502,10 @@ class Client:
         limits = self.limits
         deadlines = self._deadlines
         assert deadlines is not None  # set with the session
-        watch = deadlines.start()
-        token = _deadlines.current.set(watch)
+        task = asyncio.current_task()
+        assert task is not None  # send() is a coroutine: it runs in a task
+        cancelling = task.cancelling()
+        deadlines.start(task)
         try:
             async with (
                 session.request(
@@ -522,7 +525,7 @@ class Client:
                             f"Content-Length {declared} exceeds max_body {limits.max_body}"
                         )
                     if resp.content.is_eof():  # the whole body came with the head
-                        deadlines.not_waiting(watch)
+                        deadlines.not_waiting(task)
                         body = await resp.read()
                         if len(body) > limits.max_body:
                             raise BodyTooLargeError(
@@ -530,7 +533,7 @@ class Client:
                                 " (after decompression)"
                             )
                     else:
-                        body = await _read_body(resp, limits.max_body, watch)
+                        body = await _read_body(resp, limits.max_body, deadlines, task)
                 except BodyTooLargeError as exc:
                     resp.close()
                     exc.status = resp.status
@@ -549,7 +552,7 @@ class Client:
                     elapsed=0.0,
                 )
         except asyncio.CancelledError:
-            timed_out = watch.timed_out()
+            timed_out = deadlines.timed_out(task, cancelling)
             if timed_out is None:
                 raise
             if timed_out == "total":
@@ -563,8 +566,7 @@ class Client:
                 log.error("internal error fetching %s", url, exc_info=exc)
             raise error from exc
         finally:
-            _deadlines.current.reset(token)
-            deadlines.finish(watch)
+            deadlines.finish(task)
 
     # -- bulk --------------------------------------------------------------------
 
@@ -600,20 +602,21 @@ class Client:
         task.add_done_callback(self._streams.discard)
 
 
-async def _read_body(resp: aiohttp.ClientResponse, limit: int, watch: Watch) -> bytes:
+async def _read_body(
+    resp: aiohttp.ClientResponse, limit: int, deadlines: Deadlines, task: asyncio.Task[Any]
+) -> bytes:
     """Read the (decompressed) body as it arrives, stopping as soon as it passes
     ``limit`` bytes; every chunk starts the read deadline again."""
     chunks: list[bytes] = []
     size = 0
     stream = resp.content
-    deadlines = watch.deadlines
     while chunk := await stream.readany():
-        deadlines.waiting(watch)
+        deadlines.waiting(task)
         size += len(chunk)
         if size > limit:
             raise BodyTooLargeError(f"body exceeds max_body {limit} bytes (after decompression)")
         chunks.append(chunk)
-    deadlines.not_waiting(watch)
+    deadlines.not_waiting(task)
     return b"".join(chunks)
 
 
