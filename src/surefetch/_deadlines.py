@@ -66,7 +66,10 @@ class _Queue:
         due.pop(task, None)  # to the back: the latest deadline of all
         when = due[task] = now + self.delay
         if self.timer is None:
-            self.timer = self._loop.call_at(when, self._expire)
+            self.arm(when)
+
+    def arm(self, when: float) -> None:
+        self.timer = self._loop.call_at(when, self._expire)
 
     def _expire(self) -> None:
         self.timer = None
@@ -76,7 +79,7 @@ class _Queue:
             task = next(iter(due))
             when = due[task]
             if when > now:
-                self.timer = self._loop.call_at(when, self._expire)
+                self.arm(when)
                 return
             del due[task]
             if task not in self._fired:
@@ -108,7 +111,10 @@ class Deadlines:
 
     def start(self, task: Task) -> None:
         """``task`` begins an attempt now: its total deadline starts."""
-        self._total.set(task, self._loop.time())
+        total = self._total
+        when = total.due[task] = self._loop.time() + total.delay
+        if total.timer is None:
+            total.arm(when)
 
     def waiting(self, task: Task) -> None:
         """``task``'s attempt now waits for the server (it has a connection, or a piece

@@ -524,8 +524,10 @@ class Client:
                         raise BodyTooLargeError(
                             f"Content-Length {declared} exceeds max_body {limits.max_body}"
                         )
-                    if resp.content.is_eof():  # the whole body came with the head
-                        deadlines.not_waiting(task)
+                    if resp.content.is_eof():
+                        # The whole body came with the head (small responses): reading it
+                        # does not wait for the server, so the read deadline is left for
+                        # finish() to take away.
                         body = await resp.read()
                         if len(body) > limits.max_body:
                             raise BodyTooLargeError(

@@ -29,7 +29,6 @@ from collections.abc import (
     Awaitable,
     Callable,
     Iterable,
-    Mapping,
 )
 from dataclasses import dataclass
 from itertools import islice
@@ -206,39 +205,6 @@ async def run(
     feeding = True
     user_agent = client.headers.get("User-Agent", "*")
 
-    async def fetch(item: Item, target: URL, key: str, extra: Mapping[str, str] | None) -> None:
-        stats.in_flight += 1
-        headers = item.headers
-        if extra:
-            headers = {**extra, **headers} if headers else extra
-        try:
-            response = await client.send(
-                item.method or "GET",
-                target,
-                headers=headers,
-                data=item.data,
-                gate=sched,
-                gate_key=key,
-            )
-        except FetchError as exc:
-            record = failure_record(item.url, exc, meta=item.meta)
-        except Exception as exc:  # a bug: never lose the URL, never stay silent
-            log.error("internal error on %s", item.url, exc_info=exc)
-            error = InternalError(f"unexpected {type(exc).__name__}: {exc}")
-            record = failure_record(item.url, error, meta=item.meta)
-        else:
-            record = response_record(
-                item.url, response, store_body=store_body, meta=item.meta, bodies=bodies
-            )
-        finally:
-            stats.in_flight -= 1
-        # _emit's counting, inline: this is the once-per-response path.
-        if record.ok:
-            stats.ok += 1
-        else:
-            stats.failed += 1
-        await emit(record)
-
     async def _emit(record: Record) -> None:
         if record.ok:
             stats.ok += 1
@@ -257,7 +223,37 @@ async def run(
             if stopping.is_set():
                 stats.abandoned += 1
             else:
-                await fetch(item, target, host.key, host.headers)
+                # Fetch and emit, inline: this is the once-per-response path.
+                stats.in_flight += 1
+                headers = item.headers
+                if extra := host.headers:
+                    headers = {**extra, **headers} if headers else extra
+                try:
+                    response = await client.send(
+                        item.method or "GET",
+                        target,
+                        headers=headers,
+                        data=item.data,
+                        gate=sched,
+                        gate_key=host.key,
+                    )
+                except FetchError as exc:
+                    record = failure_record(item.url, exc, meta=item.meta)
+                except Exception as exc:  # a bug: never lose the URL, never stay silent
+                    log.error("internal error on %s", item.url, exc_info=exc)
+                    error = InternalError(f"unexpected {type(exc).__name__}: {exc}")
+                    record = failure_record(item.url, error, meta=item.meta)
+                else:
+                    record = response_record(
+                        item.url, response, store_body=store_body, meta=item.meta, bodies=bodies
+                    )
+                finally:
+                    stats.in_flight -= 1
+                if record.ok:
+                    stats.ok += 1
+                else:
+                    stats.failed += 1
+                await emit(record)
             sched.release(host)
             # Take the next work straight from the scheduler when there is some: no
             # round trip through the dispatcher in the common case.
