@@ -436,7 +436,8 @@ class Client:
                         response.headers,
                     )
                     failure = None
-                took = time.monotonic() - began
+                ended = time.monotonic()
+                took = ended - began
                 if on_event is not None:
                     on_event(AttemptEvent("finish", str(url), method, attempts, status, kind, took))
                 if gate is not None:
@@ -461,7 +462,7 @@ class Client:
                         raise failure
                     assert answer is not None
                     answer.attempts = attempts
-                    answer.elapsed = time.monotonic() - started
+                    answer.elapsed = ended - started
                     return answer
                 if on_event is not None:
                     on_event(

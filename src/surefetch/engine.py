@@ -289,15 +289,19 @@ async def run(
         nonlocal feeding, robots_loading
         admit = Admission(stats, seen=seen, done=done)
         async for batch in batches(items):
+            # The dispatcher is woken before every await of this loop and after each
+            # batch, not for each URL: it cannot run in between anyway.
             for item in batch:
                 admitted = admit(item)
                 if admitted is None:
                     if admit.refused:
+                        wake.set()
                         await _emit(admit.refused.pop())
                     continue
                 target, key = admitted
                 name = target.raw_host or ""
                 if sched.is_given_up(key):
+                    wake.set()
                     await refuse(item, _host_down(name, sched.policy))
                     continue
                 if robots:
@@ -308,17 +312,22 @@ async def run(
                         sched.block(key, name, "robots.txt")
                         tg.create_task(load_robots(key, target))
                     elif rules is not None and not rules.can_fetch(user_agent, str(target)):
+                        wake.set()
                         await refuse(item, _disallowed(target))
                         continue
                 sched.add(key, name, (item, target))
-                wake.set()
                 # Work held for hosts that are down does not count against the backlog,
                 # so that a dead host cannot starve the others; a second, larger cap
-                # keeps memory bounded all the same.
-                if sched.queued - sched.held >= backlog_cap or sched.queued >= held_cap:
+                # keeps memory bounded all the same. (Both tests need queued >= cap.)
+                queued = sched.queued
+                if queued >= backlog_cap and (
+                    queued - sched.held >= backlog_cap or queued >= held_cap
+                ):
+                    wake.set()
                     while sched.queued - sched.held > low_water or sched.queued >= held_cap:
                         room.clear()
                         await room.wait()
+            wake.set()
         feeding = False
         wake.set()
 
