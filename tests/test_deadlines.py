@@ -11,6 +11,7 @@ import pytest
 
 from surefetch import (
     Client,
+    ClientStateError,
     ConnectTimeoutError,
     ReadTimeoutError,
     RetryPolicy,
@@ -141,3 +142,31 @@ async def test_our_timeout_inside_a_longer_outer_timeout(server: Server) -> None
         assert not outer.expired()
         assert idle(client)
     assert 0.3 <= took <= 1.0
+
+
+async def test_a_request_driven_outside_any_task_is_refused(server: Server) -> None:
+    # The deadlines work by cancelling the attempt's task: a coroutine stepped by hand
+    # from a loop callback has none, and gets a clear error instead of no timeouts.
+    async with Client(retry=NO_RETRY) as client:
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[BaseException | None] = loop.create_future()
+
+        def drive() -> None:
+            request = client.get(server.url("/p/outside"))
+            try:
+                request.send(None)
+            except BaseException as exc:
+                outcome.set_result(exc)
+            else:
+                outcome.set_result(None)
+            finally:
+                request.close()
+
+        loop.call_soon(drive)
+        error = await outcome
+        assert type(error) is ClientStateError
+        assert str(error) == "requests must run in an asyncio task"
+        assert idle(client)
+        assert (await client.get(server.url("/p/after"))).status == 200
+    assert server.tracker.hits["/p/outside"] == 0
+    assert server.tracker.hits["/p/after"] == 1

@@ -504,7 +504,8 @@ class Client:
         deadlines = self._deadlines
         assert deadlines is not None  # set with the session
         task = asyncio.current_task()
-        assert task is not None  # send() is a coroutine: it runs in a task
+        if task is None:  # a coroutine driven by hand, not by the event loop
+            raise ClientStateError("requests must run in an asyncio task")
         cancelling = task.cancelling()
         deadlines.start(task)
         try:
