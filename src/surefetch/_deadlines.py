@@ -66,9 +66,9 @@ class _Queue:
         due.pop(task, None)  # to the back: the latest deadline of all
         when = due[task] = now + self.delay
         if self.timer is None:
-            self.arm(when)
+            self._arm(when)
 
-    def arm(self, when: float) -> None:
+    def _arm(self, when: float) -> None:
         self.timer = self._loop.call_at(when, self._expire)
 
     def _expire(self) -> None:
@@ -79,7 +79,7 @@ class _Queue:
             task = next(iter(due))
             when = due[task]
             if when > now:
-                self.arm(when)
+                self._arm(when)
                 return
             del due[task]
             if task not in self._fired:
@@ -111,10 +111,7 @@ class Deadlines:
 
     def start(self, task: Task) -> None:
         """``task`` begins an attempt now: its total deadline starts."""
-        total = self._total
-        when = total.due[task] = self._loop.time() + total.delay
-        if total.timer is None:
-            total.arm(when)
+        self._total.set(task, self._loop.time())
 
     def waiting(self, task: Task) -> None:
         """``task``'s attempt now waits for the server (it has a connection, or a piece

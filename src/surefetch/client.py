@@ -18,8 +18,8 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from . import __version__, _deadlines
-from ._deadlines import Deadlines
+from . import __version__
+from ._deadlines import Connector, Deadlines
 from .errors import (
     BodyTooLargeError,
     ClientStateError,
@@ -276,7 +276,7 @@ class Client:
         # The total and read timeouts are kept here, on two timer handles for all
         # requests (see surefetch._deadlines); aiohttp keeps the connect timeout.
         self._deadlines = Deadlines(self._loop, total=timeouts.total, read=timeouts.read)
-        connector = _deadlines.Connector(
+        connector = Connector(
             self._deadlines,
             limit=self.limits.concurrency,
             limit_per_host=self.limits.per_host,
@@ -526,10 +526,7 @@ class Client:
                         raise BodyTooLargeError(
                             f"Content-Length {declared} exceeds max_body {limits.max_body}"
                         )
-                    if resp.content.is_eof():
-                        # The whole body came with the head (small responses): reading it
-                        # does not wait for the server, so the read deadline is left for
-                        # finish() to take away.
+                    if resp.content.is_eof():  # the whole body came with the head
                         body = await resp.read()
                         if len(body) > limits.max_body:
                             raise BodyTooLargeError(
@@ -538,6 +535,7 @@ class Client:
                             )
                     else:
                         body = await _read_body(resp, limits.max_body, deadlines, task)
+                    deadlines.not_waiting(task)  # the body is in: nothing more to wait for
                 except BodyTooLargeError as exc:
                     resp.close()
                     exc.status = resp.status
@@ -620,7 +618,6 @@ async def _read_body(
         if size > limit:
             raise BodyTooLargeError(f"body exceeds max_body {limit} bytes (after decompression)")
         chunks.append(chunk)
-    deadlines.not_waiting(task)
     return b"".join(chunks)
 
 

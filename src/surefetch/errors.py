@@ -324,8 +324,9 @@ def _is_reset(exc: BaseException) -> bool:
 def classify(exc: BaseException) -> FetchError:
     """Map any exception raised while fetching one URL to exactly one error kind.
 
-    aiohttp raises its own subclasses for the connect and read timeouts, so a bare
-    :class:`TimeoutError` is the whole-attempt (total) timeout.
+    The client raises the total and read timeouts itself (surefetch._deadlines); aiohttp
+    raises its own subclass for the connect timeout. Its read-timeout subclass and a
+    bare :class:`TimeoutError` are still mapped to their kinds, should aiohttp raise them.
     """
     if isinstance(exc, FetchError):
         return exc
