@@ -721,6 +721,17 @@ CONTENDERS: list[Contender] = [
         hand_loop("threaded", "asyncio"),
         default=False,
     ),
+    # Opt-in: one process, to tell what --workers adds from what the engine costs.
+    Contender(
+        "surefetch-w1", "surefetch --workers 1", "many", surefetch("--workers", "1"), default=False
+    ),
+    Contender(
+        "one-surefetch-w1",
+        "one host: surefetch --workers 1",
+        "one",
+        surefetch("--workers", "1"),
+        default=False,
+    ),
 ]
 DEFAULT_CONTENDERS = [c.key for c in CONTENDERS if c.default]
 

@@ -359,6 +359,24 @@ async def test_the_command_uses_dns_servers(
     assert 1 <= dns.queries("a.test") <= int(workers)  # one per process
 
 
+async def test_with_workers_each_host_is_resolved_in_one_process(
+    dns: DNSServer, server: Server, tmp_path: Path
+) -> None:
+    """A host shared by --workers 2 sends its URLs to one worker (by hash) while the
+    workers are about evenly loaded: its name is asked for once, not once per worker."""
+    names = [f"h{i}.test" for i in range(30)]
+    urls = [f"http://{n}:{server.port}/p/{j}" for j in range(4) for n in names]
+    listing = write_lines(tmp_path / "urls.txt", urls)
+    out = tmp_path / "out.jsonl"
+    code, _, stderr = await surefetch(
+        "fetch", str(listing), "-o", str(out), "-q", "--workers", "2", "--concurrency", "512",
+        "--dns-servers", f"127.0.0.1:{dns.port}",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert sum(r["ok"] for r in records(out)) == len(urls)
+    assert {n: dns.queries(n) for n in names} == dict.fromkeys(names, 1)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

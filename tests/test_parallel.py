@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 from aiohttp import web
+
+from surefetch._spawn import _workers_asked
 
 from .conftest import HOSTS, Server, start_app
 from .helpers import records, spawn, surefetch, wait_for_requests, write_lines
@@ -166,3 +169,44 @@ async def test_a_host_is_shared_until_it_pushes_back_then_owned(tmp_path: Path) 
     assert after <= 4, after  # one worker's 4
     throttled = json.loads(summary.read_text())["throttled_hosts"]
     assert [(h["host"], h["429s"]) for h in throttled] == [(f"127.0.0.1:{port}", 2)]
+
+
+@pytest.mark.parametrize(
+    ("args", "count"),
+    [
+        ([], os.cpu_count() or 1),
+        (["--workers", "3"], 3),
+        (["--workers=4"], 4),
+        (["--workers", "3", "--workers", "1"], 1),
+        (["--workers", "many"], 0),
+        (["--workers"], os.cpu_count() or 1),
+        (["--", "--workers", "3"], os.cpu_count() or 1),
+    ],
+)
+def test_the_workers_started_early_are_those_the_cli_will_ask_for(
+    args: list[str], count: int
+) -> None:
+    assert _workers_asked(["in.txt", "-o", "out.jsonl", *args]) == count
+
+
+async def test_workers_started_early_end_with_a_command_that_fails(tmp_path: Path) -> None:
+    """The workers start before the options are read (surefetch._spawn); a command that
+    then fails leaves none of them behind."""
+    before = {p.pid for p in psutil.process_iter()}
+    code, _, err = await surefetch(
+        "fetch", str(tmp_path / "missing.txt"), "-o", str(tmp_path / "out.jsonl"),
+        "--workers", "2",
+    )  # fmt: skip
+    assert code == 2 and "input file not found" in err, err
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        left = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if p.pid not in before and "surefetch._worker" in (p.info["cmdline"] or [])
+        ]
+        if not left:
+            break
+        await asyncio.sleep(0.05)
+    assert not left
+    assert not (tmp_path / "out.jsonl").exists()

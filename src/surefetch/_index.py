@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from hashlib import blake2b
-
 import numpy as np
 
+from ._fingerprint import fingerprint
+
 __all__ = ["UrlIndex", "fingerprint"]
-
-
-def fingerprint(url: str) -> int:
-    """A stable 64-bit fingerprint of ``url`` (the same in every process and run).
-
-    Two distinct URLs share one with probability about n**2 / 2**65: for ten million
-    URLs, about one chance in 370,000.
-    """
-    return int.from_bytes(blake2b(url.encode("utf-8", "surrogateescape"), digest_size=8).digest())
 
 
 class UrlIndex:

@@ -14,11 +14,12 @@ decided in one place, its owner, as soon as it matters:
   in one worker) or a per-host limit under N is owned by one worker (by a hash of its
   name) from the start, with its full limits.
 - Any other host is *shared* while ``per_host >= N``: every worker may fetch it, with
-  ``per_host // N`` requests at a time each, a URL going to the worker with the least
-  work outstanding, so that one fast host uses every core. When it first pushes back
-  (a 429 or 503) or its circuit opens, that worker says so (one message per host);
-  the main process makes one worker its owner (the hash again) and tells all of them
-  (:class:`~surefetch._wire.Own`). The others hand its queued URLs back
+  ``per_host // N`` requests at a time each. A URL goes to its host's worker by hash
+  (one DNS lookup and one connection pool per host) unless that worker is well ahead
+  of the least busy one, which then takes it, so that one fast host uses every core.
+  When it first pushes back (a 429 or 503) or its circuit opens, that worker says
+  so (one message per host); the main process makes one worker its owner (the hash
+  again) and tells all of them (:class:`~surefetch._wire.Own`). The others hand its queued URLs back
   (:class:`~surefetch._wire.Handback`), with the requests the host allowed them in
   the last second; both go to the owner, which learns the host's rate from the sum,
   and the others finish only what they have in flight.
@@ -33,12 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import asdict, replace
 
 from . import logs
 from ._index import UrlIndex, fingerprint
+from ._spawn import WorkerProcess, start_workers
 from ._wire import (
     Batch,
     Config,
@@ -159,32 +160,21 @@ async def run_parallel(
     # What each worker last said of the hosts that pushed back.
     views: list[dict[str, Throttle]] = [{} for _ in range(workers)]
     credit = 4 * max(1, client.limits.concurrency // workers) + 2 * _BATCH
+    slack = max(_BATCH, credit // 8)
     outstanding = [0] * workers
     batches_out: list[list[WireItem]] = [[] for _ in range(workers)]
     room = asyncio.Event()
     bad_input: list[InputError] = []  # raised once what came before it is fetched
-    procs: list[asyncio.subprocess.Process] = []
+    procs: list[WorkerProcess] = []
     ended = False  # End or Stop sent: no more hand-overs
     clean = False
     try:
-        for _ in range(workers):
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "surefetch._worker",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                # Own session: a Ctrl-C at the terminal reaches the main process only,
-                # which then stops the workers in order.
-                start_new_session=True,
-            )
-            assert proc.stdin is not None
+        procs = await start_workers(workers)
+        for proc in procs:
             proc.stdin.write(config)
-            procs.append(proc)
 
         async def tell(k: int, message: bytes, *, exiting_ok: bool = False) -> None:
             stdin = procs[k].stdin
-            assert stdin is not None
             try:
                 stdin.write(message)
                 await stdin.drain()
@@ -225,7 +215,7 @@ async def run_parallel(
                             if policy.alone(host, name, per_host, share):
                                 k = owners[host] = owner(host)
                         if k < 0:
-                            k = min(range(workers), key=outstanding.__getitem__)
+                            k = _nearest(owner(host), outstanding, slack)
                     while outstanding[k] >= credit:
                         room.clear()
                         await room.wait()
@@ -287,7 +277,6 @@ async def run_parallel(
 
         async def collect(k: int) -> None:
             stdout = procs[k].stdout
-            assert stdout is not None
             while (payload := await read_frame(stdout)) is not None:
                 message = to_main.decode(payload)
                 if isinstance(message, Records):
@@ -360,20 +349,26 @@ async def run_parallel(
     return stats
 
 
-async def _reap(procs: list[asyncio.subprocess.Process], *, kill: bool) -> None:
+def _nearest(home: int, outstanding: list[int], slack: int) -> int:
+    """The worker a URL of a shared host goes to: the host's own (``home``, by hash),
+    so that its name is resolved and its connections are opened in one process, unless
+    that worker has more than ``slack`` URLs outstanding beyond the least busy one,
+    which then takes it (so one busy host still keeps every worker busy)."""
+    least = min(range(len(outstanding)), key=outstanding.__getitem__)
+    return least if outstanding[home] - outstanding[least] > slack else home
+
+
+async def _reap(procs: list[WorkerProcess], *, kill: bool) -> None:
     """Make sure no worker outlives the run. After a clean end the workers are exiting
     on their own; after an error or a cancellation they are killed at once (what they
     held in flight is fetched by the next run)."""
     for proc in procs:
-        if proc.stdin is not None:
-            proc.stdin.close()
+        proc.stdin.close()
         if proc.returncode is None and kill:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+            proc.kill()
     for proc in procs:
         with contextlib.suppress(TimeoutError):
             await asyncio.shield(asyncio.wait_for(proc.wait(), 10))
         if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+            proc.kill()
             await asyncio.shield(proc.wait())
