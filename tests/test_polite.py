@@ -145,6 +145,27 @@ def test_a_slower_round_that_brings_more_answers_per_second_is_not_overload() ->
     assert host.limit == 32 and host.congested
 
 
+def test_a_slow_round_cuts_to_the_concurrency_its_answers_need() -> None:
+    """More latency and no more answers per second (a busy server, or this client short
+    of CPU): the requests beyond what those answers need at the no-load latency only
+    waited. The limit goes to that (Little's law, with 25 % headroom), not always to
+    half, so a client that is itself the bottleneck does not halve itself twice."""
+    sched, clock = scheduler(start_limit=8)
+    sched.per_host = 64
+    host = sched.host("a:80", "a")
+    answer(sched, clock, 0.020, 8)  # no load: 20 ms at 8, 400 answers/s
+    host.slow_start = False
+    host.limit = 16.0
+    answer(sched, clock, 0.040, 16)  # twice the latency, about the same answers/s
+    assert host.congested
+    needed = host.round_rate * 0.020 * 1.25
+    assert 8 < needed < 16
+    assert host.limit == pytest.approx(needed)
+    host.limit, host.congested = 64.0, False
+    answer(sched, clock, 0.400, 64)  # ten times the latency: half is the most cut at once
+    assert host.limit == 32
+
+
 def test_slow_rounds_at_the_no_load_concurrency_are_the_hosts_own_speed() -> None:
     sched, clock = scheduler(start_limit=8)
     host = sched.host("a:80", "a")

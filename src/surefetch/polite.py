@@ -13,10 +13,11 @@ attempt went.
   response adds one (the limit doubles per round of responses; beyond ``_FAST_FROM``
   per ``_FAST_ROUND`` at most, so that a host answering in a millisecond meets its
   rate limit with few requests in flight), after it ``1 / limit`` (one more per
-  round), up to ``per_host``. A 429 or 503, a connect timeout, or a
-  round of responses slower than ``latency_factor`` times the host's no-load latency
-  halves it (at most once per ``cut_every`` seconds, so one burst of failures counts
-  once).
+  round), up to ``per_host``. A 429 or 503 or a connect timeout halves it (at most
+  once per ``cut_every`` seconds, so one burst of failures counts once). A round of
+  responses slower than ``latency_factor`` times the host's no-load latency, without
+  more answers per second, cuts it to the concurrency those answers need at the
+  no-load latency (Little's law, ``_HEADROOM`` over it), by half at the most.
 - **Latency, like with like**: latencies are compared as means over rounds of at
   least ``_ROUND`` responses (and at least ``limit``), so a host whose endpoints
   differ in speed (a fast 404 among slow pages) shows the same mean at the same load.
@@ -81,6 +82,10 @@ _ROUND = 8
 #: A round slower than the no-load latency is still not overload while it brings this
 #: much more answers per second than the best round before it: the host keeps up.
 _GAIN = 1.2
+
+#: After a slow round the limit keeps this much more than the concurrency that the
+#: round's answers per second need at the no-load latency (Little's law).
+_HEADROOM = 1.25
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute)\s*$", re.IGNORECASE)
 
@@ -292,9 +297,11 @@ class _Host(Generic[T]):
     base_latency: float = math.inf
     base_limit: float = 0.0
     round_skip: int = 0
-    #: When the round began, and the most answers per second a round has had.
+    #: When the round began, the most answers per second a round has had, and those
+    #: of the last round.
     round_started: float = 0.0
     best_rate: float = 0.0
+    round_rate: float = 0.0
     #: The last round was slow: the limit does not grow until one is not.
     congested: bool = False
     last_cut: float = -math.inf
@@ -628,7 +635,7 @@ class Scheduler(Generic[T]):
             host.slow_start = False
             # A slow round comes once a round trip at most; failures come in bursts.
             if slow or now - host.last_cut >= policy.cut_every:
-                host.limit = max(1.0, host.limit / 2)
+                host.limit = _cut(host, slow)
                 host.last_cut = now
                 host.round_n, host.round_sum = 0, 0.0
                 host.round_skip = host.active  # their latency is of the old limit
@@ -766,6 +773,7 @@ class Scheduler(Generic[T]):
         mean = host.round_sum / host.round_n
         rate = host.round_n / max(now - host.round_started, 1e-6)
         best, host.best_rate = host.best_rate, max(host.best_rate, rate)
+        host.round_rate = rate
         host.round_n, host.round_sum = 0, 0.0
         host.congested = False
         if mean > self.policy.latency_factor * host.base_latency + 0.005:
@@ -844,3 +852,17 @@ class Scheduler(Generic[T]):
 def _name(key: str) -> str:
     """The host name of a key (``name:port``)."""
     return key.rpartition(":")[0]
+
+
+def _cut(host: _Host[Any], slow: bool) -> float:
+    """The limit after a sign of overload. A 429, a 503 or a connect timeout halves it.
+    A slow round (more latency, no more answers per second) cuts it to what the
+    answers that round brought need at the no-load latency, with ``_HEADROOM``: the
+    requests beyond that only waited, in the host's queue or in ours (a client that
+    is short of CPU sees this too, and must not starve itself by halving twice).
+    Never less than half, so that the cuts still converge as AIMD does."""
+    half = max(1.0, host.limit / 2)
+    if not slow:
+        return half
+    needed = host.round_rate * host.base_latency * _HEADROOM
+    return max(half, min(host.limit, needed))
