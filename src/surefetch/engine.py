@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from ._index import UrlIndex
     from .client import Client
 
-__all__ = ["Admission", "RecordStream", "Stats", "batches", "run"]
+__all__ = ["Admission", "RecordStream", "Stats", "admitted", "batches", "run"]
 
 log = logging.getLogger("surefetch.engine")
 
@@ -140,20 +140,48 @@ class Admission:
         stats = self.stats
         stats.read += 1
         url = item.url
-        # Keyed by what the record will say (credentials masked), so resume can match.
-        key = fingerprint(shown_url(url))
-        if self._seen is not None and not self._seen.add_fingerprint(key):
-            stats.duplicates += 1
-            return None
-        if self._done is not None and self._done.has_fingerprint(key):
-            stats.already_done += 1
-            return None
+        if self._seen is not None or self._done is not None:
+            # Keyed by what the record will say (credentials masked), so resume matches.
+            key = fingerprint(shown_url(url))
+            if self._seen is not None and not self._seen.add_fingerprint(key):
+                stats.duplicates += 1
+                return None
+            if self._done is not None and self._done.has_fingerprint(key):
+                stats.already_done += 1
+                return None
         try:
             target = check_url(url)
         except InvalidURLError as exc:
             self.refused.append(failure_record(url, exc, meta=item.meta))
             return None
         return target, f"{target.raw_host}:{target.port}"
+
+
+async def admitted(
+    items: Iterable[str | Item] | AsyncIterable[str | Item] | ItemBatches,
+    stats: Stats,
+    emit: Emit,
+    seen: UrlIndex | None,
+    done: UrlIndex | None,
+    bad_input: list[InputError],
+) -> AsyncIterator[list[tuple[Item, URL, str]]]:
+    """The input as lists of the items worth fetching, each with its parsed URL and host
+    key: what the coordinator of ``--workers N`` and of the Redis mode sends out. A URL
+    that cannot be fetched gets its ``invalid_url`` record here (counted failed); see
+    :class:`Admission` and :func:`batches`."""
+    admit = Admission(stats, seen=seen, done=done)
+    async for batch in batches(items, bad_input):
+        out: list[tuple[Item, URL, str]] = []
+        for item in batch:
+            taken = admit(item)
+            if taken is None:
+                if admit.refused:
+                    stats.failed += 1
+                    await emit(admit.refused.pop())
+                continue
+            out.append((item, taken[0], taken[1]))
+        if out:
+            yield out
 
 
 async def run(
