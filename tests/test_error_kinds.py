@@ -63,6 +63,7 @@ from surefetch import (
     TLSError,
     TooManyRedirectsError,
     TotalTimeoutError,
+    WorkerLostError,
 )
 from surefetch.errors import classify
 
@@ -198,7 +199,7 @@ def test_every_kind_has_a_test_here() -> None:
     names = [name for name in globals() if name.startswith("test_")]
     missing = [kind for kind in KINDS if not any(n.startswith(f"test_{kind}") for n in names)]
     assert missing == []
-    assert len(KINDS) == 20
+    assert len(KINDS) == 21
 
 
 # -- invalid_url -------------------------------------------------------------------
@@ -983,6 +984,23 @@ async def test_host_unavailable_when_a_host_stays_down(unused_port: int) -> None
     assert len(tried) < 15  # a few probes, not one connect per URL
     assert "not attempted" in given_up[0].error.message  # type: ignore[union-attr]
     assert 0.4 < elapsed < 3
+
+
+# -- worker_lost --------------------------------------------------------------------
+
+
+def test_worker_lost_is_the_final_record_of_a_url_handed_out_too_often() -> None:
+    """Distributed mode (tests/test_distributed.py runs it for real): the record a URL
+    gets instead of a 4th hand-out, with the input's meta, not retried."""
+    from surefetch._redis_worker import lost_record
+    from surefetch.sources import Item
+
+    record = lost_record(Item("http://u:secret@127.0.0.1:9/x", meta={"row": 7}), 4)
+    assert record.error is not None and record.error.kind == "worker_lost"
+    assert "3 times" in record.error.message
+    assert (record.ok, record.attempts, record.meta) == (False, 0, {"row": 7})
+    assert "secret" not in record.url
+    assert not WorkerLostError.transient
 
 
 # -- robots_disallowed --------------------------------------------------------------

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         TLSError,
         TooManyRedirectsError,
         TotalTimeoutError,
+        WorkerLostError,
     )
     from .job import FetchJob, Job
     from .network import NetworkPolicy
@@ -104,6 +105,7 @@ _WHERE = {
     "Timeouts": "policy",
     "TooManyRedirectsError": "errors",
     "TotalTimeoutError": "errors",
+    "WorkerLostError": "errors",
     "check_url": "client",
     "run": "engine",
 }
@@ -165,6 +167,7 @@ __all__ = [
     "Timeouts",
     "TooManyRedirectsError",
     "TotalTimeoutError",
+    "WorkerLostError",
     "__version__",
     "check_url",
     "run",

@@ -33,6 +33,8 @@ def start_early(argv: Sequence[str]) -> None:
     program), so that they load while the CLI does."""
     if argv[:1] != ["fetch"] or any(a in ("--help", "-h", "--version") for a in argv):
         return
+    if any(a == "--redis" or a.startswith("--redis=") for a in argv):
+        return  # the coordinator of the Redis mode fetches nothing itself
     count = _workers_asked(argv[1:])
     if count > 1:
         _early.extend(_popen() for _ in range(count))

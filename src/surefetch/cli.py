@@ -11,6 +11,7 @@ import shlex
 import signal
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -23,6 +24,8 @@ from ._loop import LOOPS
 from ._tune import concurrency_for, raise_open_files
 from .client import DEFAULT_USER_AGENT, Client
 from .cookies import COOKIE_MODES
+from .distributed import Distributed, RedisUnavailable
+from .distributed import check_url as check_redis_url
 from .job import FetchJob, Job
 from .metrics import Metrics
 from .network import NetworkPolicy
@@ -106,6 +109,22 @@ class _Header(click.ParamType):  # type: ignore[type-arg,unused-ignore]
             return parse_header(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+class _RedisURL(click.ParamType):  # type: ignore[type-arg,unused-ignore]
+    name = "URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            check_redis_url(str(value))
+        except ImportError:
+            self.fail("needs redis-py: pip install 'surefetch[redis]'", param, ctx)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return str(value)
+
+
+_REDIS_URL = _RedisURL()
 
 
 class _FetchCommand(click.Command):
@@ -418,6 +437,42 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
     help="Seconds a host may fail every connect before its URLs get host_unavailable.",
 )
 @click.option("--obey-robots", is_flag=True, help="Obey robots.txt and its Crawl-delay.")
+@click.option(
+    "--redis",
+    "redis_url",
+    type=_REDIS_URL,
+    help="Coordinate `surefetch worker`s through Redis (redis://HOST:PORT/DB) instead of"
+    " fetching here.",
+)
+@click.option(
+    "--job",
+    "job_name",
+    default="surefetch",
+    show_default=True,
+    help="With --redis: the job's name (workers join it with the same --job).",
+)
+@click.option(
+    "--window",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="With --redis: URLs in Redis at most (admitted, not yet recorded).",
+)
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=0.5),
+    default=30.0,
+    show_default=True,
+    help="With --redis: seconds a dead worker's URLs and hosts stay leased before others"
+    " take them over.",
+)
+@click.option(
+    "--max-deliveries",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="With --redis: times a URL is handed to workers before it ends as worker_lost.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress, status lines or summary.")
 @click.option(
     "--status-every",
@@ -504,6 +559,11 @@ def fetch(
     cookies: str,
     proxy: str | None,
     proxy_from_env: bool,
+    redis_url: str | None,
+    job_name: str,
+    window: int,
+    lease: float,
+    max_deliveries: int,
 ) -> None:
     """Fetch every URL in INPUT and write one record per distinct URL to OUTPUT.
 
@@ -567,6 +627,15 @@ def fetch(
             loop=loop_name,
             politeness=politeness,
             robots=obey_robots,
+            distributed=Distributed(
+                redis_url,
+                job=job_name,
+                window=window,
+                lease=lease,
+                deliveries=max_deliveries,
+            )
+            if redis_url
+            else None,
         )
         if dns_servers and resolver == "system":
             raise ValueError(
@@ -647,6 +716,103 @@ def fetch(
         loop=loop_name,
         display=display,
     )
+
+
+@cli.command()
+@click.option(
+    "--redis",
+    "redis_url",
+    type=_REDIS_URL,
+    required=True,
+    help="The Redis of the job (redis://HOST:PORT/DB), as given to `fetch --redis`.",
+)
+@click.option(
+    "--job",
+    "job_name",
+    default="surefetch",
+    show_default=True,
+    help="The job to work for (`fetch --job`).",
+)
+@click.option(
+    "--loop",
+    "loop_name",
+    type=click.Choice(LOOPS),
+    default="auto",
+    show_default=True,
+    help="Event loop: uvloop if installed (auto), or plain asyncio.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="info: joining a job, reclaimed URLs, Redis lost; debug: every record.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No summary line at the end.")
+def worker(redis_url: str, job_name: str, loop_name: str, log_level: str, quiet: bool) -> None:
+    """Fetch the URLs of a job that `surefetch fetch --redis` coordinates, with the
+    job's options, until the job is done. Any number may run, anywhere, joining and
+    leaving at any time. Ctrl-C or SIGTERM: finish the requests in flight, give the
+    rest back, exit."""
+    logs.configure(log_level, "text")
+    try:
+        Distributed(redis_url, job=job_name)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    _run_worker(redis_url, job_name, loop_name, quiet=quiet)
+
+
+def _run_worker(url: str, job: str, loop_name: str, *, quiet: bool) -> None:
+    from ._redis_worker import WorkerTotals, work
+
+    totals = WorkerTotals()
+    received: list[signal.Signals] = []
+    started = time.monotonic()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        stop = asyncio.Event()
+
+        def on_signal(sig: signal.Signals) -> None:
+            received.append(sig)
+            if len(received) == 1:
+                stop.set()
+                click.echo(
+                    f"surefetch worker: {sig.name}: finishing the requests in flight;"
+                    " again to stop at once",
+                    err=True,
+                )
+            else:
+                task.cancel()
+
+        for sig in _EXIT_BY_SIGNAL:
+            loop.add_signal_handler(sig, on_signal, sig)
+        await work(url, job, stop, totals)
+
+    gc.freeze()
+    try:
+        _loop.run(main(), loop_name)
+    except asyncio.CancelledError:
+        pass
+    except RuntimeError as exc:
+        if "uvloop is not installed" not in str(exc):
+            raise
+        _fail(str(exc))
+    except RedisUnavailable as exc:
+        _fail(str(exc))
+    if not quiet:
+        wall = time.monotonic() - started
+        click.echo(
+            f"surefetch worker: {totals.records} records ({totals.ok} ok,"
+            f" {totals.records - totals.ok} failed, {totals.lost} worker_lost) in {wall:.1f} s;"
+            f" {totals.reclaimed} URLs reclaimed from workers gone, {totals.handed_back}"
+            " handed back",
+            err=True,
+        )
+    if received:
+        sys.exit(_EXIT_BY_SIGNAL[received[0]])
 
 
 @cli.command()
@@ -915,9 +1081,9 @@ def _run(fetch_job: FetchJob, *, grace: float, again: str, loop: str, display: D
         pass
     except KeyboardInterrupt:
         received.append(signal.SIGINT)
-    except (ExceptionGroup, OutputError, InputError, SinkError, OSError) as exc:
+    except (ExceptionGroup, OutputError, InputError, SinkError, OSError, RedisUnavailable) as exc:
         leaf = _first_leaf(exc)
-        if isinstance(leaf, InputError | OutputError):
+        if isinstance(leaf, InputError | OutputError | RedisUnavailable):
             error, code = str(leaf), EXIT_USAGE
         elif isinstance(leaf, OutputGone):
             error, code = str(leaf), 1

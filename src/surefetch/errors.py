@@ -28,6 +28,7 @@ The tree::
     │   ├── HostUnavailableError        host_unavailable
     │   ├── RobotsDisallowedError       robots_disallowed
     │   ├── BlockedAddressError         blocked_address
+    │   ├── WorkerLostError             worker_lost
     │   └── InternalError               internal_error
     ├── RunStopped                      a stop came before a URL's retry (no record)
     └── ClientStateError                the Client was used wrongly (closed, other loop)
@@ -82,6 +83,7 @@ __all__ = [
     "TLSError",
     "TooManyRedirectsError",
     "TotalTimeoutError",
+    "WorkerLostError",
     "classify",
     "cuts_body",
     "is_parser_error",
@@ -273,6 +275,15 @@ class BlockedAddressError(FetchError):
     kind = "blocked_address"
 
 
+class WorkerLostError(FetchError):
+    """Distributed mode: the URL was handed to workers as many times as the job allows
+    (``--max-deliveries``) and each one stopped (died, or lost its lease) before it
+    sent a record, so it is not handed out again. Often a URL that crashes or hangs
+    whole workers; ``attempts`` 0 (what was sent before is not known here)."""
+
+    kind = "worker_lost"
+
+
 class InternalError(FetchError):
     """A bug in surefetch. Logged with its traceback; please report it."""
 
@@ -302,6 +313,7 @@ KINDS: Final[tuple[str, ...]] = tuple(
         HostUnavailableError,
         RobotsDisallowedError,
         BlockedAddressError,
+        WorkerLostError,
         InternalError,
     )
 )

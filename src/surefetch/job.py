@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from ._index import UrlIndex
 from .bodies import BodyStore
 from .client import Client
+from .distributed import Distributed, run_redis
 from .engine import Stats, run
-from .parallel import run_parallel
+from .parallel import _config, run_parallel
 from .polite import Politeness
 from .record import Record
 from .sinks import JsonlSink, Resume, SqliteSink, open_sink, retry_filter
@@ -50,6 +51,8 @@ class Job:
       event loop (auto, uvloop, asyncio).
     - ``politeness``: per-host rate, adaptive concurrency, retry budget and circuit
       breakers (:mod:`surefetch.polite`); ``robots``: obey robots.txt.
+    - ``distributed``: coordinate workers through Redis instead of fetching here
+      (:mod:`surefetch.distributed`); ``workers`` is then not used.
     """
 
     input: str
@@ -67,6 +70,7 @@ class Job:
     loop: str = "auto"
     politeness: Politeness = field(default_factory=Politeness)
     robots: bool = False
+    distributed: Distributed | None = None
 
     def __post_init__(self) -> None:
         retry_filter(self.retry_failed)  # raises ValueError for unknown words
@@ -142,7 +146,29 @@ class FetchJob:
                 tickers = [tg.create_task(_tick(sink))]
                 if self.watch is not None:
                     tickers.append(tg.create_task(_every(self.watch_every, self.watch)))
-                if job.workers > 1:
+                if job.distributed is not None:
+                    config = _config(
+                        self.client,
+                        1,
+                        1,
+                        store_body,
+                        job.bodies,
+                        job.loop,
+                        job.politeness,
+                        job.robots,
+                    )
+                    await run_redis(
+                        job.distributed,
+                        config,
+                        source,
+                        emit,
+                        durable=lambda: sink.durable,
+                        seen=seen,
+                        done=resume.done,
+                        stop=stop,
+                        stats=self.stats,
+                    )
+                elif job.workers > 1:
                     await run_parallel(
                         self.client,
                         source,

@@ -58,7 +58,7 @@ from ._wire import (
     to_main,
 )
 from .client import Client
-from .engine import Admission, Emit, Stats, batches
+from .engine import Emit, Stats, admitted
 from .errors import SurefetchError
 from .polite import Politeness, Throttle
 from .sources import InputError, Item, ItemBatches
@@ -196,22 +196,14 @@ async def run_parallel(
             return fingerprint(host) % workers
 
         async def feed() -> None:
-            admit = Admission(stats, seen=seen, done=done)
-            async for batch in batches(items, bad_input):
-                for item in batch:
-                    admitted = admit(item)
-                    if admitted is None:
-                        if admit.refused:
-                            stats.failed += 1
-                            await emit(admit.refused.pop())
-                        continue
-                    host = admitted[1]
+            async for batch in admitted(items, stats, emit, seen, done, bad_input):
+                for item, target, host in batch:
                     if share == 1:
                         k = owner(host)
                     elif (k := owners.get(host, -1)) < 0:
                         if check_rules and host not in checked:
                             checked.add(host)
-                            name = admitted[0].raw_host or ""
+                            name = target.raw_host or ""
                             if policy.alone(host, name, per_host, share):
                                 k = owners[host] = owner(host)
                         if k < 0:

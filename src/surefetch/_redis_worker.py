@@ -1,0 +1,516 @@
+"""``surefetch worker --redis URL``: fetches the URLs of a job that a coordinator
+(``surefetch fetch --redis``) admits to Redis (see :mod:`surefetch.distributed`).
+
+A worker waits for the job, then runs one *session* per epoch: it owns partitions
+through leases renewed on each heartbeat, reads their streams, fetches with an engine
+of its own (its scheduler is the one place each of its hosts is paced), and sends the
+records back. A session ends when the epoch changes, the job stops or ends, Redis is
+lost, or the worker is asked to stop; then what it has in flight finishes, and what it
+has not started goes back to the streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._worker import client_from
+from .bodies import BodyStore
+from .distributed import (
+    GROUP,
+    Done,
+    Keys,
+    Results,
+    connect,
+    decode_config,
+    decode_work,
+    encode,
+    redis_errors,
+)
+from .engine import Stats, run
+from .errors import WorkerLostError
+from .polite import Scheduler
+from .record import Record, failure_record
+from .redact import shown_url
+from .sources import Item, ItemBatches
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from yarl import URL
+
+    from ._wire import Config
+
+__all__ = ["WorkerTotals", "lost_record", "work"]
+
+log = logging.getLogger("surefetch.worker")
+
+#: Records per entry of the record stream, and the longest a record waits.
+_SEND_BATCH = 128
+_LINGER = 0.02
+#: How often a worker with no job looks again.
+_POLL = 0.25
+
+# Heartbeat: renew this worker's lease and its partitions', take free partitions up to
+# its fair share. Returns {fair share, state, partitions owned...}, or {-1} if the
+# job's epoch is not the worker's.
+_HEARTBEAT = """
+if redis.replicate_commands then redis.replicate_commands() end
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[2] then return {-1} end
+local state = redis.call('HGET', KEYS[1], 'state')
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[3])
+local me = ARGV[1]
+redis.call('ZADD', KEYS[2], now + lease, me)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local parts = tonumber(ARGV[4])
+local fair = math.ceil(parts / math.max(1, redis.call('ZCARD', KEYS[2])))
+local owners = {}
+local flat = redis.call('HGETALL', KEYS[3])
+for i = 1, #flat, 2 do owners[flat[i]] = flat[i + 1] end
+local mine, free = {}, {}
+local mark = me .. ' ' .. (now + lease)
+for p = 0, parts - 1 do
+  local v = owners[tostring(p)]
+  if v then
+    local sep = string.find(v, ' ', 1, true)
+    if string.sub(v, 1, sep - 1) == me then
+      redis.call('HSET', KEYS[3], p, mark)
+      table.insert(mine, p)
+    elseif tonumber(string.sub(v, sep + 1)) <= now then
+      table.insert(free, p)
+    end
+  else
+    table.insert(free, p)
+  end
+end
+if state == 'running' then
+  local i = 1
+  while #mine < fair and i <= #free do
+    redis.call('HSET', KEYS[3], free[i], mark)
+    table.insert(mine, free[i])
+    i = i + 1
+  end
+end
+local reply = {fair, state}
+for _, p in ipairs(mine) do table.insert(reply, p) end
+return reply
+"""
+
+# Release partition ARGV[2] if ARGV[1] owns it.
+_RELEASE = """
+local v = redis.call('HGET', KEYS[1], ARGV[2])
+if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then
+  redis.call('HDEL', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# Reclaim entries of other consumers idle >= ARGV[3] ms (at most ARGV[4]): returns
+# {id, payload, deliveries} triples (deliveries counts this one).
+_RECLAIM = """
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', ARGV[4])
+local out = {}
+for _, e in ipairs(pending) do
+  if e[2] ~= ARGV[2] then
+    local got = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], e[1])
+    local entry = got[1]
+    if type(entry) == 'table' and type(entry[2]) == 'table' then
+      table.insert(out, e[1])
+      table.insert(out, entry[2][2])
+      table.insert(out, e[4] + 1)
+    end
+  end
+end
+return out
+"""
+
+# Put unstarted entries ARGV[3..] pending for consumer ARGV[2] back at the end of the
+# stream as new entries (so that their hand-out is not counted as a delivery).
+_HANDBACK = """
+local n = 0
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if p[1] then
+    local e = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
+    redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+    redis.call('XDEL', KEYS[1], ARGV[i])
+    if e[1] then
+      redis.call('XADD', KEYS[1], '*', unpack(e[1][2]))
+      n = n + 1
+    end
+  end
+end
+return n
+"""
+
+
+def lost_record(item: Item, deliveries: int) -> Record:
+    """The final record of a URL handed out ``deliveries`` times, beyond the limit."""
+    error = WorkerLostError(
+        f"handed to workers {deliveries - 1} times; each one stopped (died or lost its"
+        " lease) before it sent a record"
+    )
+    return failure_record(item.url, error, meta=item.meta)
+
+
+@dataclass
+class WorkerTotals:
+    """What one worker did, over all its sessions."""
+
+    records: int = 0
+    ok: int = 0
+    reclaimed: int = 0
+    lost: int = 0
+    handed_back: int = 0
+    sessions: int = 0
+
+
+@dataclass(slots=True)
+class _Lease:
+    partition: int
+    entry: str
+    n: int
+    item: Item
+
+
+@dataclass
+class _Session:
+    """One epoch of a job, for one worker."""
+
+    redis: Redis
+    keys: Keys
+    name: str
+    epoch: str
+    config: Config
+    partitions: int
+    lease_ms: int
+    deliveries: int
+    stop: asyncio.Event
+    totals: WorkerTotals
+    #: Entries read and not yet recorded, by the URL their record will carry.
+    held: dict[str, list[_Lease]] = field(default_factory=dict)
+    held_in: Counter[int] = field(default_factory=Counter)
+    count: int = 0
+    owned: list[int] = field(default_factory=list)
+    releasing: set[int] = field(default_factory=set)
+    out: list[Done] = field(default_factory=list)
+    queue: asyncio.Queue[list[Item] | None] = field(default_factory=asyncio.Queue)
+    room: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Why the session ends: "" (asked to stop or the job stopped), "epoch", "lost".
+    ended: str = ""
+
+    def __post_init__(self) -> None:
+        self.credit = 2 * self.config.limits["concurrency"] + 32
+        self.heartbeat = self.redis.register_script(_HEARTBEAT)
+        self.release_script = self.redis.register_script(_RELEASE)
+        self.reclaim = self.redis.register_script(_RECLAIM)
+        self.handback = self.redis.register_script(_HANDBACK)
+
+    # -- leases -------------------------------------------------------------------
+
+    async def beat(self) -> bool:
+        """One heartbeat; False once the session is over for the job's sake."""
+        keys = self.keys
+        reply = await self.heartbeat(
+            keys=[keys.meta, keys.workers, keys.owners],
+            args=[self.name, self.epoch, self.lease_ms, self.partitions],
+        )
+        if reply[0] == -1:
+            self.ended = "epoch"
+            return False
+        fair, state = int(reply[0]), reply[1]
+        owned = sorted(int(p) for p in reply[2:])
+        if state != b"running":
+            self.owned = owned
+            return False
+        # Beyond the fair share: stop reading the extra partitions; release each once
+        # nothing read from it is left unrecorded here.
+        extra = len(owned) - fair
+        keep = [p for p in owned if p not in self.releasing]
+        while extra > len(self.releasing) and keep:
+            self.releasing.add(keep.pop())
+        for p in sorted(self.releasing):
+            if not self.held_in[p]:
+                await self.release_script(keys=[keys.owners], args=[self.name, p])
+                self.releasing.discard(p)
+                owned.remove(p)
+        self.owned = owned
+        await self.renew_entries()
+        return True
+
+    async def renew_entries(self) -> None:
+        """Reset the idle time of every entry held here (XCLAIM to itself, JUSTID: no
+        delivery counted), so that no one reclaims what is being fetched."""
+        owned = set(self.owned)
+        by_partition: dict[int, list[Any]] = {}
+        for leases in self.held.values():
+            for lease in leases:
+                if lease.partition in owned:  # another owner may have reclaimed the rest
+                    by_partition.setdefault(lease.partition, []).append(lease.entry)
+        if not by_partition:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for p, entries in by_partition.items():
+            pipe.xclaim(self.keys.queue(p), GROUP, self.name, 0, entries, justid=True)
+        await pipe.execute()
+
+    async def keep_leases(self) -> None:
+        every = self.lease_ms / 1000 / 4
+        while not self.stop.is_set():
+            if not await self.beat():
+                self.stop.set()
+                return
+            await _sleep_or(self.stop, every)
+
+    # -- reading ------------------------------------------------------------------
+
+    async def read(self) -> None:
+        """Read the owned partitions' entries (reclaimed ones first) while there is
+        credit; ends when the session stops."""
+        loop = asyncio.get_running_loop()
+        reclaim_due = 0.0
+        while not self.stop.is_set():
+            active = [p for p in self.owned if p not in self.releasing]
+            room = self.credit - self.count
+            if not active or room <= 0:
+                self.room.clear()
+                await _sleep_or(self.stop, 0.05, self.room)
+                continue
+            if loop.time() >= reclaim_due:
+                reclaim_due = loop.time() + self.lease_ms / 1000 / 2
+                if await self.take_reclaimed(active, room):
+                    continue
+            streams: dict[Any, Any] = {self.keys.queue(p): ">" for p in active}
+            answer: Any = await self.redis.xreadgroup(
+                GROUP, self.name, streams, count=max(1, room // len(active)), block=250
+            )
+            batch: list[Item] = []
+            for stream, entries in answer or ():
+                p = int(stream.rsplit(b":", 1)[1])
+                for entry_id, fields in entries:
+                    batch.append(self.hold(p, entry_id.decode(), fields[b"w"]))
+            if batch:
+                self.queue.put_nowait(batch)
+
+    async def take_reclaimed(self, active: list[int], room: int) -> bool:
+        batch: list[Item] = []
+        for p in active:
+            reply = await self.reclaim(
+                keys=[self.keys.queue(p)], args=[GROUP, self.name, self.lease_ms, room]
+            )
+            for i in range(0, len(reply), 3):
+                entry, payload, deliveries = reply[i].decode(), reply[i + 1], int(reply[i + 2])
+                self.totals.reclaimed += 1
+                item = self.hold(p, entry, payload)
+                if deliveries > self.deliveries:
+                    self.totals.lost += 1
+                    await self.emit(lost_record(item, deliveries))
+                else:
+                    batch.append(item)
+        if batch:
+            log.info("%s: reclaimed %d URLs of workers gone", self.name, len(batch))
+            self.queue.put_nowait(batch)
+        return bool(batch)
+
+    def hold(self, partition: int, entry: str, payload: bytes) -> Item:
+        work = decode_work(payload)
+        w = work.item
+        item = Item(w.url, w.method, w.headers, w.data, w.meta)
+        self.held.setdefault(shown_url(w.url), []).append(_Lease(partition, entry, work.n, item))
+        self.held_in[partition] += 1
+        self.count += 1
+        return item
+
+    async def source(self) -> AsyncIterator[list[Item]]:
+        while (batch := await self.queue.get()) is not None:
+            yield batch
+
+    # -- records ------------------------------------------------------------------
+
+    async def emit(self, record: Record) -> None:
+        leases = self.held.get(record.url)
+        if not leases:  # not ours (cannot happen): nothing to acknowledge
+            log.error("%s: a record for %s that no entry asked for", self.name, record.url)
+            return
+        lease = leases.pop(0)
+        if not leases:
+            del self.held[record.url]
+        self.held_in[lease.partition] -= 1
+        self.count -= 1
+        self.room.set()
+        self.totals.records += 1
+        self.totals.ok += record.ok
+        self.out.append(Done(lease.partition, lease.entry, lease.n, record))
+        if len(self.out) >= _SEND_BATCH:
+            await self.send()
+
+    async def send(self) -> None:
+        if self.out:
+            done, self.out = self.out, []
+            await self.redis.xadd(
+                self.keys.out, {"r": encode(Results(self.epoch, self.name, done))}
+            )
+
+    async def linger(self) -> None:
+        while True:
+            await asyncio.sleep(_LINGER)
+            await self.send()
+
+    async def give_back(self) -> None:
+        """Unstarted entries back to their streams; the partitions released."""
+        by_partition: dict[int, list[str]] = {}
+        for leases in self.held.values():
+            for lease in leases:
+                by_partition.setdefault(lease.partition, []).append(lease.entry)
+        keys = self.keys
+        for p, entries in by_partition.items():
+            self.totals.handed_back += int(
+                await self.handback(keys=[keys.queue(p)], args=[GROUP, self.name, *entries])
+            )
+        for p in self.owned:
+            await self.release_script(keys=[keys.owners], args=[self.name, p])
+        await self.redis.zrem(keys.workers, self.name)
+
+    # -- the whole session --------------------------------------------------------
+
+    async def run(self) -> None:
+        config = self.config
+        client = client_from(config)
+        bodies = BodyStore(config.bodies) if config.bodies else None
+        policy = config.politeness
+        sched: Scheduler[tuple[Item, URL]] = Scheduler(
+            policy, policy.per_host or client.limits.per_host
+        )
+        errors = redis_errors()
+        async with client, asyncio.TaskGroup() as tg:
+            leases = tg.create_task(self.guard(self.keep_leases()))
+            reader = tg.create_task(self.guard(self.read()))
+            ticker = tg.create_task(self.guard(self.linger()))
+            tg.create_task(_finish_source(self.stop, self.queue))
+            await run(
+                client,
+                ItemBatches(self.source()),
+                self.emit,
+                store_body=config.store_body and bodies is None,
+                dedupe=False,
+                stop=self.stop,
+                bodies=bodies,
+                stats=Stats(),
+                politeness=policy,
+                robots=config.robots,
+                scheduler=sched,
+            )
+            await asyncio.wait((leases, reader))
+            ticker.cancel()
+            if self.ended != "lost":
+                try:
+                    await self.send()
+                    if self.ended != "epoch":
+                        await self.give_back()
+                except errors as exc:
+                    log.warning("%s: Redis lost while finishing: %s", self.name, exc)
+
+    async def guard(self, job: Any) -> None:
+        """Run a session task; Redis gone ends the session instead of the worker."""
+        try:
+            await job
+        except redis_errors(replies=True) as exc:
+            if not self.ended:
+                self.ended = "lost"
+                log.warning("%s: Redis lost: %s", self.name, exc)
+            self.stop.set()
+
+
+async def _finish_source(stop: asyncio.Event, queue: asyncio.Queue[list[Item] | None]) -> None:
+    await stop.wait()
+    queue.put_nowait(None)
+
+
+async def _sleep_or(stop: asyncio.Event, seconds: float, also: asyncio.Event | None = None) -> None:
+    """Sleep ``seconds``, or less if ``stop`` (or ``also``) is set meanwhile."""
+    waits = [asyncio.ensure_future(stop.wait())]
+    if also is not None:
+        waits.append(asyncio.ensure_future(also.wait()))
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+async def _job_meta(redis: Redis, keys: Keys, stop: asyncio.Event) -> dict[bytes, bytes] | None:
+    """The job's meta once it runs (None if it is done or the worker is stopped)."""
+    errors = redis_errors()
+    pause = _POLL
+    while not stop.is_set():
+        try:
+            meta: dict[Any, Any] = await redis.hgetall(keys.meta)
+            pause = _POLL
+        except errors as exc:
+            log.warning("Redis unreachable (%s); trying again", exc)
+            meta = {}
+            pause = min(2 * pause, 5.0)
+        state = meta.get(b"state")
+        if state == b"done":
+            return None
+        if state == b"running" and b"config" in meta:
+            return meta
+        await _sleep_or(stop, pause)
+    return None
+
+
+async def work(url: str, job: str, stop: asyncio.Event, totals: WorkerTotals) -> None:
+    """Fetch for job ``job`` until it is done or ``stop`` is set. Raises
+    :class:`~surefetch.distributed.RedisUnavailable` if Redis cannot be reached at
+    the start."""
+    redis = await connect(url)
+    keys = Keys(job)
+    name = worker_name()
+    try:
+        while (meta := await _job_meta(redis, keys, stop)) is not None:
+            totals.sessions += 1
+            session = _Session(
+                redis,
+                keys,
+                # A name per session: what an earlier one left pending is reclaimed.
+                f"{name}-{totals.sessions}",
+                meta[b"epoch"].decode(),
+                decode_config(meta[b"config"]),
+                int(meta[b"partitions"]),
+                int(meta[b"lease_ms"]),
+                int(meta[b"deliveries"]),
+                asyncio.Event(),
+                totals,
+            )
+            log.info("%s: joined job %s (epoch %s)", name, job, session.epoch)
+            await _session_until(session, stop)
+    finally:
+        await redis.aclose()
+
+
+async def _session_until(session: _Session, stop: asyncio.Event) -> None:
+    """Run ``session`` until it ends or ``stop`` is set (then it ends gracefully)."""
+    async with asyncio.TaskGroup() as tg:
+        relay = tg.create_task(_relay(stop, session.stop))
+        await session.run()
+        relay.cancel()
+    if session.ended == "lost":
+        await asyncio.sleep(0.5)  # then look for the job again
+
+
+async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()

@@ -1,0 +1,496 @@
+"""Distributed mode on Redis: the coordinator (``surefetch fetch --redis``) and what it
+shares with the workers (``surefetch worker``, in :mod:`surefetch._redis_worker`).
+
+The coordinator is the only reader of the input and writer of the output, as with
+``--workers N``: it admits URLs (the same :func:`~surefetch.engine.admitted` path),
+keeps at most ``window`` of them in Redis, and writes the records the workers send back.
+
+Every key of a job carries the hash tag ``{job}`` (one Redis Cluster slot)::
+
+    surefetch:{job}:meta      hash: epoch, state, config (the workers' _wire.Config),
+                              partitions, lease_ms, deliveries
+    surefetch:{job}:q:<p>     stream per partition, consumer group "w": URLs to fetch
+    surefetch:{job}:owners    hash: partition -> "worker expiry_ms" (renewable leases)
+    surefetch:{job}:workers   sorted set: worker -> expiry_ms of its heartbeat
+    surefetch:{job}:out       stream: the records workers send back
+
+A host belongs to one partition (by a hash of ``name:port``); a partition is owned by
+one worker at a time through a lease it renews on each heartbeat (a Lua script, times
+from Redis ``TIME``), so each host's politeness is decided in one process. An entry
+is acknowledged (XACK, then XDEL) only once its record is durable in the output. The
+owner of a partition reclaims entries of dead workers that stayed idle longer than the
+lease (heartbeats reset the idle time of entries being fetched); an entry delivered
+more than ``deliveries`` times ends as a ``worker_lost`` record.
+
+The output is the source of truth: each coordinator run (and each reconnection after
+Redis lost its data) starts a new *epoch*: the job's keys are rebuilt and the URLs
+the coordinator has outstanding are admitted again. Records of another epoch are
+ignored; a URL's record is written once, the first time it comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections import deque
+from collections.abc import AsyncIterable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ._fingerprint import fingerprint
+from ._wire import Config, WireItem
+from .engine import Emit, Stats, admitted
+from .errors import SurefetchError
+from .record import Record
+from .sources import InputError, Item, ItemBatches
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from ._index import UrlIndex
+
+__all__ = [
+    "GROUP",
+    "Distributed",
+    "Keys",
+    "RedisUnavailable",
+    "Results",
+    "Work",
+    "connect",
+    "run_redis",
+]
+
+log = logging.getLogger("surefetch.distributed")
+
+#: The consumer group of every partition stream.
+GROUP = "w"
+#: URLs per pipelined admission, records per read of the record stream.
+_ADMIT_BATCH = 512
+_READ_BATCH = 256
+#: How long a stopped coordinator waits for records once none have come.
+_QUIET = 2.0
+#: How long the coordinator waits for a lost Redis to come back before giving up.
+_PATIENCE = 120.0
+
+
+class RedisUnavailable(SurefetchError):
+    """Redis cannot be reached (or was lost for longer than the coordinator waits)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Distributed:
+    """How a job runs through Redis.
+
+    - ``url``: ``redis://HOST:PORT/DB`` (or ``rediss://``, ``unix://``).
+    - ``job``: the job's name; its keys are ``surefetch:{job}:...``.
+    - ``window``: URLs in Redis at most (admitted and not yet recorded).
+    - ``partitions``: host partitions (the unit a worker owns; more than workers).
+    - ``lease``: seconds a worker's leases last without a heartbeat; an entry of a
+      dead worker is reclaimed once it stayed idle this long.
+    - ``deliveries``: times a URL may be handed out before it ends as ``worker_lost``.
+    """
+
+    url: str
+    job: str = "surefetch"
+    window: int = 10_000
+    partitions: int = 16
+    lease: float = 30.0
+    deliveries: int = 3
+
+    def __post_init__(self) -> None:
+        if not self.job or any(c in self.job for c in "{}: \t\n"):
+            raise ValueError(f"--job must be a name without braces, colons or spaces: {self.job!r}")
+        if self.window < 1 or self.partitions < 1 or self.deliveries < 1:
+            raise ValueError("window, partitions and deliveries must be >= 1")
+        if self.lease < 0.5:
+            raise ValueError(f"--lease must be at least 0.5 s, got {self.lease:g}")
+
+
+class Keys:
+    """The Redis keys of one job (all in the slot of the hash tag ``{job}``)."""
+
+    def __init__(self, job: str) -> None:
+        base = f"surefetch:{{{job}}}"
+        self.meta = f"{base}:meta"
+        self.owners = f"{base}:owners"
+        self.workers = f"{base}:workers"
+        self.out = f"{base}:out"
+        self._queue = f"{base}:q:"
+
+    def queue(self, partition: int) -> str:
+        return f"{self._queue}{partition}"
+
+
+class Work(msgspec.Struct, array_like=True):
+    """A partition stream entry: the coordinator's number for the URL, and the URL."""
+
+    n: int
+    item: WireItem
+
+
+class Done(msgspec.Struct, array_like=True):
+    """A record for the entry ``entry`` of partition ``partition`` (Work number ``n``)."""
+
+    partition: int
+    entry: str
+    n: int
+    record: Record
+
+
+class Results(msgspec.Struct, array_like=True):
+    """A record stream entry: records of one worker in one epoch."""
+
+    epoch: str
+    worker: str
+    done: list[Done]
+
+
+encode = msgspec.msgpack.Encoder().encode
+decode_work = msgspec.msgpack.Decoder(Work).decode
+decode_results = msgspec.msgpack.Decoder(Results).decode
+decode_config = msgspec.msgpack.Decoder(Config).decode
+
+
+def partition_of(host: str, partitions: int) -> int:
+    return fingerprint(host) % partitions
+
+
+def _redis_module() -> Any:
+    try:
+        import redis.asyncio as aioredis
+    except ImportError:
+        raise RedisUnavailable(
+            "distributed mode needs redis-py: pip install 'surefetch[redis]'"
+        ) from None
+    return aioredis
+
+
+def check_url(url: str) -> None:
+    """Raise ValueError if ``url`` is not a Redis URL redis-py accepts."""
+    from redis.connection import parse_url
+
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"--redis must be redis://HOST:PORT/DB, got {url!r}")
+    parse_url(url)  # type: ignore[no-untyped-call]
+
+
+async def connect(url: str) -> Redis:
+    """A client for ``url``, checked with a PING; :class:`RedisUnavailable` if not."""
+    aioredis = _redis_module()
+    client: Redis = aioredis.from_url(url, socket_connect_timeout=5, socket_timeout=15)
+    try:
+        await client.ping()
+    except (OSError, aioredis.RedisError) as exc:
+        await client.aclose()
+        raise RedisUnavailable(f"cannot reach Redis at {url}: {_reason(exc)}") from None
+    return client
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def redis_errors(*, replies: bool = False) -> tuple[type[Exception], ...]:
+    """The errors that mean Redis is gone; with ``replies``, also error replies (a
+    worker's stream without its group, after Redis lost its data)."""
+    aioredis = _redis_module()
+    errors: tuple[type[Exception], ...] = (
+        OSError,
+        aioredis.ConnectionError,
+        aioredis.TimeoutError,
+    )
+    return (*errors, aioredis.ResponseError) if replies else errors
+
+
+class EpochLost(SurefetchError):
+    """Redis no longer holds this epoch (it restarted without its data, or another
+    coordinator started the job again)."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    partition: int
+    wire: WireItem
+
+
+@dataclass
+class _Coordinator:
+    """The state of one coordinator run; see :func:`run_redis`."""
+
+    redis: Redis
+    settings: Distributed
+    config: bytes
+    emit: Emit
+    stats: Stats
+    durable: Callable[[], int]
+    keys: Keys = field(init=False)
+    epoch: str = ""
+    #: URLs in Redis, by number: what is admitted and has no record yet.
+    outstanding: dict[int, _Pending] = field(default_factory=dict)
+    #: Numbers not yet added to Redis in this epoch.
+    unsent: deque[int] = field(default_factory=deque)
+    #: (records emitted when written, partition, entry): acknowledged once durable.
+    to_ack: deque[tuple[int, int, str]] = field(default_factory=deque)
+    emitted: int = 0
+    next_n: int = 0
+    fed: bool = False
+    room: asyncio.Event = field(default_factory=asyncio.Event)
+    news: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Records per worker (for the summary).
+    by_worker: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.keys = Keys(self.settings.job)
+
+    async def count_emit(self, record: Record) -> None:
+        self.emitted += 1
+        await self.emit(record)
+
+    # -- admission (the whole run) ------------------------------------------------
+
+    async def feed(
+        self,
+        items: Iterable[str | Item] | AsyncIterable[str | Item] | ItemBatches,
+        seen: UrlIndex | None,
+        done: UrlIndex | None,
+        bad_input: list[InputError],
+    ) -> None:
+        window, partitions = self.settings.window, self.settings.partitions
+        async for batch in admitted(items, self.stats, self.count_emit, seen, done, bad_input):
+            for item, _target, host in batch:
+                while len(self.outstanding) >= window:
+                    self.room.clear()
+                    await self.room.wait()
+                n = self.next_n
+                self.next_n += 1
+                self.outstanding[n] = _Pending(partition_of(host, partitions), _wire(item))
+                self.unsent.append(n)
+                self.stats.in_flight += 1
+                if len(self.unsent) >= _ADMIT_BATCH:
+                    self.news.set()
+            self.news.set()
+        self.fed = True
+        self.news.set()
+
+    # -- one epoch --------------------------------------------------------------
+
+    async def reset(self) -> None:
+        """Start a new epoch: the job's keys rebuilt, every outstanding URL to send."""
+        keys, settings = self.keys, self.settings
+        old = await self.redis.hget(keys.meta, "partitions")
+        spread = max(settings.partitions, int(old) if old else 0)
+        self.epoch = secrets.token_hex(6)
+        pipe = self.redis.pipeline(transaction=True)
+        queues = (keys.queue(p) for p in range(spread))
+        pipe.delete(keys.meta, keys.owners, keys.workers, keys.out, *queues)
+        for p in range(settings.partitions):
+            pipe.xgroup_create(keys.queue(p), GROUP, id="0", mkstream=True)
+        pipe.hset(
+            keys.meta,
+            mapping={
+                "epoch": self.epoch,
+                "state": "running",
+                "config": self.config,
+                "partitions": settings.partitions,
+                "lease_ms": int(settings.lease * 1000),
+                "deliveries": settings.deliveries,
+            },
+        )
+        await pipe.execute()
+        self.unsent = deque(sorted(self.outstanding))
+        self.to_ack.clear()
+        self.news.set()
+        log.info(
+            "job %s: epoch %s, %d URLs outstanding", settings.job, self.epoch, len(self.unsent)
+        )
+
+    async def send(self) -> None:
+        """Add admitted URLs to their partitions' streams, in pipelined batches."""
+        keys = self.keys
+        while True:
+            if not self.unsent:
+                self.news.clear()
+                await self.news.wait()
+                continue
+            pipe = self.redis.pipeline(transaction=False)
+            for _ in range(min(_ADMIT_BATCH, len(self.unsent))):
+                n = self.unsent.popleft()
+                pending = self.outstanding.get(n)
+                if pending is not None:
+                    entry = encode(Work(n, pending.wire))
+                    pipe.xadd(keys.queue(pending.partition), {"w": entry})
+            await pipe.execute()
+
+    async def collect(self, stopping: asyncio.Event) -> None:
+        """Write the records that come back; returns when none is outstanding (or,
+        once stopping, when none came for a while)."""
+        keys, redis = self.keys, self.redis
+        last: Any = "0-0"
+        quiet = 0.0
+        while self.outstanding or not self.fed:
+            if stopping.is_set() and quiet >= _QUIET:
+                return
+            answer: Any = await redis.xread({keys.out: last}, count=_READ_BATCH, block=250)
+            await self._check_epoch()
+            if not answer:
+                quiet += 0.25
+                await self.ack()
+                continue
+            quiet = 0.0
+            ids: list[Any] = []
+            for entry_id, fields in answer[0][1]:
+                last = entry_id
+                ids.append(entry_id)
+                await self._take(decode_results(fields[b"r"]))
+            await redis.xdel(keys.out, *ids)
+            self.room.set()
+            await self.ack()
+
+    async def _check_epoch(self) -> None:
+        if await self.redis.hget(self.keys.meta, "epoch") != self.epoch.encode():
+            raise EpochLost(f"Redis no longer holds epoch {self.epoch}")
+
+    async def _take(self, results: Results) -> None:
+        if results.epoch != self.epoch:
+            return
+        stats = self.stats
+        for done in results.done:
+            if self.outstanding.pop(done.n, None) is None:  # a second record: drop it
+                self.to_ack.append((0, done.partition, done.entry))
+                continue
+            stats.in_flight -= 1
+            if done.record.ok:
+                stats.ok += 1
+            else:
+                stats.failed += 1
+            self.by_worker[results.worker] = self.by_worker.get(results.worker, 0) + 1
+            await self.count_emit(done.record)
+            self.to_ack.append((self.emitted, done.partition, done.entry))
+
+    async def ack(self) -> None:
+        """XACK and XDEL the entries whose records are durable now."""
+        durable = self.durable()
+        by_partition: dict[int, list[str]] = {}
+        while self.to_ack and self.to_ack[0][0] <= durable:
+            _, partition, entry = self.to_ack.popleft()
+            by_partition.setdefault(partition, []).append(entry)
+        if by_partition:
+            pipe = self.redis.pipeline(transaction=False)
+            for partition, entries in by_partition.items():
+                pipe.xack(self.keys.queue(partition), GROUP, *entries)
+                pipe.xdel(self.keys.queue(partition), *entries)
+            await pipe.execute()
+
+    async def run_epoch(self, stopping: asyncio.Event) -> None:
+        await self.reset()
+        async with asyncio.TaskGroup() as tg:
+            sender = tg.create_task(self.send())
+            collector = tg.create_task(self.collect(stopping))
+            halt = tg.create_task(stopping.wait())
+            await asyncio.wait((collector, halt), return_when=asyncio.FIRST_COMPLETED)
+            if halt.done() and not collector.done():
+                await self.redis.hset(self.keys.meta, "state", "stopped")
+                await collector
+            sender.cancel()
+            halt.cancel()
+
+    async def finish(self, *, completed: bool) -> None:
+        """The last word to the workers: done (they exit) or stopped (they wait)."""
+        keys = self.keys
+        pipe = self.redis.pipeline(transaction=True)
+        if completed:
+            # Kept a minute (empty by now), so that workers see "done" and exit.
+            pipe.hset(keys.meta, mapping={"state": "done"})
+            pipe.hdel(keys.meta, "config")
+            for key in (keys.meta, keys.owners, keys.out, keys.workers):
+                pipe.expire(key, 60)
+            for p in range(self.settings.partitions):
+                pipe.expire(keys.queue(p), 60)
+        else:
+            pipe.hset(keys.meta, "state", "stopped")
+        await pipe.execute()
+
+
+def _wire(item: Item) -> WireItem:
+    headers = dict(item.headers) if item.headers else None
+    return WireItem(item.url, item.method, headers, item.data, item.meta)
+
+
+async def _await_redis(redis: Redis, url: str) -> None:
+    """Wait (bounded) until Redis answers again."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + _PATIENCE
+    pause = 0.1
+    errors = redis_errors()
+    while True:
+        try:
+            await redis.ping()
+            return
+        except errors as exc:
+            if loop.time() >= give_up:
+                raise RedisUnavailable(
+                    f"lost Redis at {url} for {_PATIENCE:g} s: {_reason(exc)}"
+                ) from None
+        await asyncio.sleep(pause)
+        pause = min(2 * pause, 2.0)
+
+
+async def run_redis(
+    settings: Distributed,
+    config: Config,
+    items: Iterable[str | Item] | AsyncIterable[str | Item] | ItemBatches,
+    emit: Emit,
+    *,
+    durable: Callable[[], int],
+    seen: UrlIndex | None = None,
+    done: UrlIndex | None = None,
+    stop: asyncio.Event | None = None,
+    stats: Stats | None = None,
+) -> Stats:
+    """Coordinate a run through Redis: admit ``items`` there, ``await emit(record)``
+    for each record the workers send back. ``durable()`` says how many emitted records
+    the output holds durably (entries are acknowledged only then). ``config`` is what
+    each worker builds its Client from. Raises :class:`RedisUnavailable`."""
+    stats = stats if stats is not None else Stats()
+    stopping = stop if stop is not None else asyncio.Event()
+    redis = await connect(settings.url)
+    coordinator = _Coordinator(redis, settings, encode(config), emit, stats, durable)
+    bad_input: list[InputError] = []
+    errors = redis_errors()
+    lost_errors: tuple[type[Exception], ...] = (*errors, EpochLost)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            feeder = tg.create_task(coordinator.feed(items, seen, done, bad_input))
+            halt = tg.create_task(_stop_feeding(stopping, feeder))
+            while True:
+                lost: BaseException | None = None
+                try:
+                    await coordinator.run_epoch(stopping)
+                except* lost_errors as group:
+                    lost = group.exceptions[0]
+                if lost is None:
+                    break
+                log.warning("job %s: %s; admitting the outstanding URLs again", settings.job, lost)
+                await _await_redis(redis, settings.url)
+            halt.cancel()
+            completed = not stopping.is_set()
+            if not completed:
+                stats.abandoned += len(coordinator.outstanding)
+                stats.in_flight -= len(coordinator.outstanding)
+            with contextlib.suppress(*errors):
+                await coordinator.finish(completed=completed)
+    finally:
+        await redis.aclose()
+    if bad_input:
+        raise bad_input[0]
+    return stats
+
+
+async def _stop_feeding(stopping: asyncio.Event, feeder: asyncio.Task[None]) -> None:
+    await stopping.wait()
+    feeder.cancel()
