@@ -117,13 +117,13 @@ class Site:
         port = self.ports[k % len(self.ports)]
         return f"http://{HOSTS[k // len(self.ports) % len(HOSTS)]}:{port}{path}"
 
-    def urls(self, count: int) -> list[str]:
-        return [self.url(f"/p/{i}", i) for i in range(count)]
+    def urls(self, count: int, path: str = "/p/") -> list[str]:
+        return [self.url(f"{path}{i}", i) for i in range(count)]
 
 
 def site_app(hits: Counter[str], times: list[float], rate: float | None = None) -> web.Application:
-    """/p/N answers ok (after 5 ms); /hang never answers; with ``rate``, more than
-    that many requests in the last second get 429."""
+    """/p/N answers ok (after 5 ms), /s/N after 20 ms; /hang never answers; with
+    ``rate``, more than that many requests in the last second get 429."""
     recent: list[float] = []
 
     async def page(request: web.Request) -> web.Response:
@@ -137,7 +137,7 @@ def site_app(hits: Counter[str], times: list[float], rate: float | None = None) 
             if len(recent) > rate:
                 hits["429"] += 1
                 return web.Response(status=429, text="slow down")
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.02 if request.path.startswith("/s/") else 0.005)
         return web.Response(text=f"ok {request.path}")
 
     async def hang(request: web.Request) -> web.Response:
@@ -147,6 +147,7 @@ def site_app(hits: Counter[str], times: list[float], rate: float | None = None) 
 
     app = web.Application()
     app.router.add_get("/p/{n}", page)
+    app.router.add_get("/s/{n}", page)
     app.router.add_get("/hang", hang)
     return app
 
@@ -266,3 +267,159 @@ async def test_two_workers_fetch_every_url_once(
         assert "Traceback" not in procs.log(f"w{k}")
         assert fetched_by(procs.log(f"w{k}")) > count // 10  # both took part
     assert sum(site.hits.values()) == count  # and none was fetched twice
+
+
+# -- faults -------------------------------------------------------------------------
+
+
+async def test_killed_workers_and_coordinator_lose_nothing_and_repeat_nothing(
+    tmp_path: Path, redis_server: RedisServer, site: Site, procs: Procs
+) -> None:
+    """3 workers; one SIGKILLed mid-run and another started; then the coordinator
+    SIGKILLed and run again: exactly one record per URL, all ok."""
+    count = 4000
+    urls = write_lines(tmp_path / "urls.txt", site.urls(count, "/s/"))
+    out = tmp_path / "out.jsonl"
+    args = coordinator_args(redis_server, urls, out, "--concurrency", "8")
+    workers = [await procs.worker(redis_server, f"w{k}") for k in range(3)]
+    coordinator = await procs.start(*args, name="c1")
+    await wait_records(out, 600)
+    workers[0].kill()
+    await wait_exit(workers[0], 10)
+    workers.append(await procs.worker(redis_server, "w3"))
+    await wait_records(out, 1800)
+    coordinator.kill()
+    await wait_exit(coordinator, 10)
+    assert lines_in(out) < count  # it was killed mid-run
+    code, _, err = await surefetch(*args, timeout=60)
+    assert code == 0, err
+    got = one_each(out, count)
+    assert all(r["status"] == 200 for r in got)
+    for k in (1, 2, 3):
+        assert await wait_exit(workers[k], 15) == 0, procs.log(f"w{k}")
+        assert "Traceback" not in procs.log(f"w{k}")
+
+
+async def test_redis_restarted_without_its_data_loses_nothing(
+    tmp_path: Path, redis_server: RedisServer, site: Site, procs: Procs
+) -> None:
+    count = 3000
+    urls = write_lines(tmp_path / "urls.txt", site.urls(count, "/s/"))
+    out = tmp_path / "out.jsonl"
+    args = coordinator_args(redis_server, urls, out, "--concurrency", "8")
+    workers = [await procs.worker(redis_server, f"w{k}") for k in range(2)]
+    coordinator = await procs.start(*args, name="c")
+    await wait_records(out, 800)
+    redis_server.stop()  # SIGKILL: no persistence, so all of the job's keys are gone
+    await asyncio.sleep(0.5)
+    redis_server.start()
+    assert await wait_exit(coordinator, 60) == 0, procs.log("c")
+    got = one_each(out, count)
+    assert all(r["status"] == 200 for r in got)
+    assert "admitting the outstanding URLs again" in procs.log("c")
+    for k, proc in enumerate(workers):
+        assert await wait_exit(proc, 15) == 0, procs.log(f"w{k}")
+
+
+async def test_a_url_that_kills_every_worker_ends_as_worker_lost(
+    tmp_path: Path, redis_server: RedisServer, site: Site, procs: Procs
+) -> None:
+    """/hang holds each worker until it is SIGKILLed: with --max-deliveries 2, the
+    third hand-out is a worker_lost record instead; the other URLs are fetched."""
+    ok = site.urls(20)
+    urls = write_lines(tmp_path / "urls.txt", [*ok, site.url("/hang")])
+    out = tmp_path / "out.jsonl"
+    args = coordinator_args(
+        redis_server,
+        urls,
+        out,
+        "--max-deliveries",
+        "2",
+        "--timeout",
+        "120",
+        "--read-timeout",
+        "120",
+    )
+    coordinator = await procs.start(*args, name="c")
+    for k in range(2):
+        worker = await procs.worker(redis_server, f"w{k}")
+        deadline = time.monotonic() + 20
+        while site.hits["/hang"] < k + 1:
+            assert time.monotonic() < deadline, procs.log(f"w{k}")
+            await asyncio.sleep(0.05)
+        await wait_records(out, 20)  # the others are done: only /hang is held
+        await asyncio.sleep(0.3)
+        worker.kill()
+        await wait_exit(worker)
+    last = await procs.worker(redis_server, "w2")
+    assert await wait_exit(coordinator, 30) == 0, procs.log("c")
+    got = {r["url"]: r for r in one_each(out, 21)}
+    lost = got[site.url("/hang")]
+    assert lost["error"]["kind"] == "worker_lost", lost
+    assert "2 times" in lost["error"]["message"]
+    assert all(got[u]["status"] == 200 for u in ok)
+    assert site.hits["/hang"] == 2
+    assert await wait_exit(last, 15) == 0
+    assert "1 worker_lost" in procs.log("w2")
+
+
+# -- politeness ---------------------------------------------------------------------
+
+
+async def test_a_host_rate_holds_over_three_workers(
+    tmp_path: Path, redis_server: RedisServer, procs: Procs
+) -> None:
+    """One host that answers 429 to more than 100 requests a second; --rate 100/s;
+    3 workers: under 2 % 429s, and at least 85 % of the rate used."""
+    rate = 100
+    hits: Counter[str] = Counter()
+    times: list[float] = []
+    runner, port = await start_app(site_app(hits, times, rate=rate))
+    try:
+        count = 400
+        urls = write_lines(
+            tmp_path / "urls.txt", [f"http://127.0.0.1:{port}/p/{i}" for i in range(count)]
+        )
+        out = tmp_path / "out.jsonl"
+        for k in range(3):
+            await procs.worker(redis_server, f"w{k}")
+        args = coordinator_args(redis_server, urls, out, "--rate", f"{rate}/s")
+        code, _, err = await surefetch(*args, timeout=60)
+    finally:
+        await runner.cleanup()
+    assert code == 0, err
+    got = one_each(out, count)
+    assert all(r["status"] == 200 for r in got)
+    sent = len(times)
+    assert hits["429"] < 0.02 * sent, (hits["429"], sent)
+    used = (sent - 1) / (times[-1] - times[0])
+    print(f"rate used: {used:.1f}/s of {rate}/s, {hits['429']} 429s of {sent}")
+    assert used >= 0.85 * rate, used
+
+
+# -- bad input ----------------------------------------------------------------------
+
+
+async def test_an_unreachable_redis_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    urls = write_lines(tmp_path / "urls.txt", ["http://127.0.0.1:9/x"])
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    for args in (
+        ["fetch", str(urls), "-o", str(tmp_path / "o.jsonl"), "--redis", dead],
+        ["worker", "--redis", dead],
+    ):
+        code, _, err = await surefetch(*args, timeout=30)
+        assert code == 2, err
+        assert err.strip().count("\n") == 0 and "Traceback" not in err, err
+        assert err.startswith("surefetch: error: cannot reach Redis at"), err
+
+
+async def test_a_bad_redis_url_is_one_usage_line(tmp_path: Path) -> None:
+    urls = write_lines(tmp_path / "urls.txt", ["http://127.0.0.1:9/x"])
+    for args in (
+        ["fetch", str(urls), "-o", str(tmp_path / "o.jsonl"), "--redis", "http://x"],
+        ["worker", "--redis", "redis://127.0.0.1:notaport/0"],
+        ["worker", "--redis", "redis://127.0.0.1:6379/0", "--job", "a{b}"],
+    ):
+        code, _, err = await surefetch(*args, timeout=30)
+        assert code == 2, err
+        assert err.strip().count("\n") == 0 and "Traceback" not in err, err

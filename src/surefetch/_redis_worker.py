@@ -349,16 +349,14 @@ class _Session:
         self.room.set()
         self.totals.records += 1
         self.totals.ok += record.ok
+        # Sent by linger(): a Redis error there ends the session, not the engine.
         self.out.append(Done(lease.partition, lease.entry, lease.n, record))
-        if len(self.out) >= _SEND_BATCH:
-            await self.send()
 
     async def send(self) -> None:
-        if self.out:
-            done, self.out = self.out, []
-            await self.redis.xadd(
-                self.keys.out, {"r": encode(Results(self.epoch, self.name, done))}
-            )
+        while self.out:
+            done, self.out = self.out[:_SEND_BATCH], self.out[_SEND_BATCH:]
+            entry = encode(Results(self.epoch, self.name, done))
+            await self.redis.xadd(self.keys.out, {"r": entry})
 
     async def linger(self) -> None:
         while True:
@@ -451,12 +449,27 @@ def worker_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
-async def _job_meta(redis: Redis, keys: Keys, stop: asyncio.Event) -> dict[bytes, bytes] | None:
-    """The job's meta once it runs (None if it is done or the worker is stopped)."""
+# While it waits for a job: say this worker is there (for 3 s), so that the first
+# heartbeats of a new job already share its partitions out among all its workers.
+_PRESENT = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + 3000, ARGV[1])
+"""
+
+
+async def _job_meta(
+    redis: Redis, keys: Keys, name: str, stop: asyncio.Event
+) -> dict[bytes, bytes] | None:
+    """The job's meta once it runs (None if it is done or the worker is stopped);
+    meanwhile the worker is present as ``name``."""
     errors = redis_errors()
+    present = redis.register_script(_PRESENT)
     pause = _POLL
     while not stop.is_set():
         try:
+            await present(keys=[keys.workers], args=[name])
             meta: dict[Any, Any] = await redis.hgetall(keys.meta)
             pause = _POLL
         except errors as exc:
@@ -480,12 +493,12 @@ async def work(url: str, job: str, stop: asyncio.Event, totals: WorkerTotals) ->
     keys = Keys(job)
     name = worker_name()
     try:
-        while (meta := await _job_meta(redis, keys, stop)) is not None:
+        # A name per session: what an earlier one left pending is reclaimed.
+        while meta := await _job_meta(redis, keys, f"{name}-{totals.sessions + 1}", stop):
             totals.sessions += 1
             session = _Session(
                 redis,
                 keys,
-                # A name per session: what an earlier one left pending is reclaimed.
                 f"{name}-{totals.sessions}",
                 meta[b"epoch"].decode(),
                 decode_config(meta[b"config"]),

@@ -24,7 +24,7 @@ from ._loop import LOOPS
 from ._tune import concurrency_for, raise_open_files
 from .client import DEFAULT_USER_AGENT, Client
 from .cookies import COOKIE_MODES
-from .distributed import Distributed, RedisUnavailable
+from .distributed import Distributed, RedisUnavailable, check_reachable
 from .distributed import check_url as check_redis_url
 from .job import FetchJob, Job
 from .metrics import Metrics
@@ -702,6 +702,11 @@ def fetch(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    if redis_url:
+        try:  # before the output is opened: a wrong address changes nothing
+            asyncio.run(check_reachable(redis_url))
+        except RedisUnavailable as exc:
+            _fail(str(exc))
     display = Display(
         quiet=quiet,
         status_every=status_every,

@@ -60,6 +60,7 @@ __all__ = [
     "RedisUnavailable",
     "Results",
     "Work",
+    "check_reachable",
     "connect",
     "run_redis",
 ]
@@ -190,6 +191,12 @@ async def connect(url: str) -> Redis:
     return client
 
 
+async def check_reachable(url: str) -> None:
+    """Raise :class:`RedisUnavailable` unless Redis answers at ``url``."""
+    client = await connect(url)
+    await client.aclose()
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
@@ -287,7 +294,7 @@ class _Coordinator:
         self.epoch = secrets.token_hex(6)
         pipe = self.redis.pipeline(transaction=True)
         queues = (keys.queue(p) for p in range(spread))
-        pipe.delete(keys.meta, keys.owners, keys.workers, keys.out, *queues)
+        pipe.delete(keys.meta, keys.owners, keys.out, *queues)
         for p in range(settings.partitions):
             pipe.xgroup_create(keys.queue(p), GROUP, id="0", mkstream=True)
         pipe.hset(
@@ -407,7 +414,7 @@ class _Coordinator:
             # Kept a minute (empty by now), so that workers see "done" and exit.
             pipe.hset(keys.meta, mapping={"state": "done"})
             pipe.hdel(keys.meta, "config")
-            for key in (keys.meta, keys.owners, keys.out, keys.workers):
+            for key in (keys.meta, keys.owners, keys.out):
                 pipe.expire(key, 60)
             for p in range(self.settings.partitions):
                 pipe.expire(keys.queue(p), 60)
