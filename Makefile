@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test lint demo bench mutation clean
+.PHONY: install test lint demo demo-distributed bench mutation clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: lint
 
 demo: $(STAMP)
 	$(BIN)/surefetch demo
+
+# A local redis-server on a free loopback port, two workers and a coordinator
+# (src/surefetch/_demo_redis.py); everything it starts is stopped at the end.
+demo-distributed: $(STAMP)
+	$(BIN)/python -m surefetch._demo_redis
 
 # The editable install leaves src/ without bytecode (a regular install compiles it), and
 # with PYTHONDONTWRITEBYTECODE every run would compile surefetch again: compile it once.

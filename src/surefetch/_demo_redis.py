@@ -1,0 +1,122 @@
+"""``make demo-distributed``: the Redis mode on loopback, start to end.
+
+Starts a redis-server on a free 127.0.0.1 port (no persistence, in a temporary
+folder), the demo server of ``surefetch demo`` on a few ports (a few hosts), two
+``surefetch worker`` processes and the coordinator (``surefetch fetch --redis``);
+shows what each did, then stops everything it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from .demo import demo_urls, serve_demo
+
+_SUREFETCH = [sys.executable, "-m", "surefetch"]
+_HOSTS = 8
+_WORKERS = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    server = shutil.which("redis-server")
+    if server is None:
+        sys.exit("demo-distributed needs redis-server (Debian: apt-get install redis-server)")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as s:
+            s.sendall(b"PING\r\n")
+            if s.recv(16).startswith(b"+PONG"):
+                return proc, f"redis://127.0.0.1:{port}/0"
+        if proc.poll() is not None or time.monotonic() > deadline:
+            sys.exit("redis-server did not start")
+        time.sleep(0.05)
+
+
+def main() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="surefetch-demo-redis-"))
+    output = Path("demo-distributed.jsonl")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        redis, url = _start_redis(folder)
+        procs.append(redis)
+        print(f"redis-server on {url} (no persistence, in {folder})")
+        with contextlib.ExitStack() as stack:
+            bases = [stack.enter_context(serve_demo()) for _ in range(_HOSTS)]
+            urls = [u for k, base in enumerate(bases) for u in demo_urls(base, 750, seed=k)]
+            listing = folder / "urls.txt"
+            listing.write_text("\n".join(urls) + "\n")
+            print(f"demo servers: {', '.join(bases)}; {len(urls)} input lines")
+            workers = []
+            for k in range(_WORKERS):
+                log = (folder / f"worker{k}.log").open("wb")
+                stack.callback(log.close)
+                worker = subprocess.Popen(
+                    [*_SUREFETCH, "worker", "--redis", url, "--job", "demo"],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+                procs.append(worker)
+                workers.append(worker)
+            print(f"{_WORKERS} workers started; the coordinator:")
+            command = [
+                *_SUREFETCH,
+                "fetch",
+                str(listing),
+                "-o",
+                str(output),
+                "--restart",
+                "--redis",
+                url,
+                "--job",
+                "demo",
+                "--timeout",
+                "3",
+                "--retries",
+                "1",
+            ]
+            print("  $ surefetch " + " ".join(command[3:]), flush=True)
+            code = subprocess.call(command, env={**os.environ, "COLUMNS": "100"})
+            for k, worker in enumerate(workers):
+                worker.wait(30)
+                last = (folder / f"worker{k}.log").read_text().strip().splitlines()[-1:]
+                print(f"worker {k + 1}: {last[0] if last else '(no output)'}")
+        kinds = Counter(
+            (r["error"] or {}).get("kind", "ok") if r["error"] else "ok"
+            for r in map(json.loads, output.read_text().splitlines())
+        )
+        print(f"{output}: {sum(kinds.values())} records: {dict(kinds.most_common())}")
+        if code:
+            sys.exit(code)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
