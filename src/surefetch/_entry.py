@@ -16,7 +16,7 @@ def main() -> None:
     tune_process()
     try:
         if sys.argv[1:2] == ["lint"]:
-            # The linter needs nothing of the fetch engine: skip loading aiohttp, numpy, ...
+            # The linter needs nothing of the fetch engine: skip loading aiohttp, msgspec, ...
             from .lint.command import main as run_lint
 
             run_lint(sys.argv[2:])

@@ -1,5 +1,5 @@
-"""The 64-bit fingerprint of a URL, apart from :mod:`surefetch._index` (which needs
-numpy) so that the worker processes, which index nothing, need not load numpy."""
+"""The 64-bit fingerprint of a URL (what :mod:`surefetch._index` keeps, and what the
+engine and ``--workers N`` key URLs and hosts by)."""
 
 from __future__ import annotations
 

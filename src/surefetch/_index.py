@@ -2,48 +2,65 @@
 
 from __future__ import annotations
 
-import numpy as np
+from array import array
+from bisect import bisect_left
+from collections.abc import Iterable
 
 from ._fingerprint import fingerprint
 
 __all__ = ["UrlIndex", "fingerprint"]
 
+#: Keys per slice when sorted arrays are merged: the Python ints alive at once.
+_CHUNK = 1 << 15
+
 
 class UrlIndex:
     """Remembers which URLs were added, in memory that stays compact.
 
-    Fingerprints live in one sorted ``uint64`` array plus a small set of recent ones;
-    the set is merged into the array when it grows past a fraction of it, so lookups
-    stay O(log n) and memory stays near 8 bytes per URL plus the small set, never a
-    Python object per URL.
+    Fingerprints (64-bit) live in a few sorted ``array("Q")`` levels plus a small set of
+    recent ones: 8 bytes per URL, never a Python object per URL. When the set is full
+    it becomes a sorted level of its own, and levels of about the same size are
+    merged (as a binary counter carries), so there are at most about log2(n / 16,384)
+    levels, each key is merged that many times in all, and a lookup bisects each.
+    Merging goes slice by slice from the top, cutting what it took off the levels it
+    merges, so the keys are held about once while it runs and no more than two slices
+    of them are Python ints at once.
 
-    In front of both sits a one-hash Bloom filter of 8 to 16 bits per URL (1 to 2
+    In front of them sits a one-hash Bloom filter of 8 to 16 bits per URL (1 to 2
     bytes): a URL that was never added (the common case while reading an input) is
-    almost always answered from one byte of it, without the cost of a numpy search.
-    The filter doubles, and is rebuilt from the array, when the URLs outgrow it.
+    almost always answered from one byte of it, without a search. The filter doubles,
+    and is rebuilt from the keys, when the URLs outgrow it.
     """
 
-    __slots__ = ("_bits", "_capacity", "_mask", "_recent", "_sorted")
+    __slots__ = ("_bits", "_capacity", "_count", "_levels", "_mask", "_recent")
 
-    _MIN_RECENT = 16_384
-    #: Filter bits per URL at the most: a false positive costs one numpy search, and
-    #: happens for about 1 - exp(-1/8) = 12 % of absent URLs when the filter is full,
-    #: 6 % when it has just doubled.
+    _RECENT = 16_384
+    #: Filter bits per URL at the most: a false positive costs a search of the levels,
+    #: and happens for about 1 - exp(-1/8) = 12 % of absent URLs when the filter is
+    #: full, 6 % when it has just doubled.
     _BITS_PER_URL = 8
     _MIN_BITS = 1 << 16
 
     def __init__(self) -> None:
-        self._sorted = np.empty(0, dtype=np.uint64)
+        #: Sorted, disjoint, from the largest (oldest) to the smallest.
+        self._levels: list[array[int]] = []
         self._recent: set[int] = set()
+        self._count = 0
         self._bits = bytearray(self._MIN_BITS // 8)
         self._mask = self._MIN_BITS - 1
         self._capacity = self._MIN_BITS // self._BITS_PER_URL
 
     def __len__(self) -> int:
-        return int(self._sorted.size) + len(self._recent)
+        return self._count
 
     def __contains__(self, url: str) -> bool:
         return self._has(fingerprint(url))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held for the URLs: the sorted levels and the filter (the recent set,
+        at most ``_RECENT`` keys, aside)."""
+        return sum(level.itemsize * len(level) for level in self._levels) + len(self._bits)
 
     def add(self, url: str) -> bool:
         """Add ``url``; return True if it was not there before."""
@@ -59,11 +76,12 @@ class UrlIndex:
             return False
         recent = self._recent
         recent.add(key)
+        self._count += 1
         bit = key & self._mask
         self._bits[bit >> 3] |= 1 << (bit & 7)
-        if len(recent) >= max(self._MIN_RECENT, self._sorted.size >> 6):
-            self._merge()
-        if len(recent) + self._sorted.size > self._capacity:
+        if len(recent) >= self._RECENT:
+            self._flush()
+        if self._count > self._capacity:
             self._grow_filter()
         return True
 
@@ -73,46 +91,56 @@ class UrlIndex:
             return False
         if key in self._recent:
             return True
-        arr = self._sorted
-        if not arr.size:
-            return False
-        probe = np.uint64(key)
-        i = int(arr.searchsorted(probe))
-        return i < arr.size and arr[i] == probe
+        for level in self._levels:
+            i = bisect_left(level, key)
+            if i < len(level) and level[i] == key:
+                return True
+        return False
 
-    def _merge(self) -> None:
-        arr = self._sorted
-        size = arr.size
-        # Grow in place (realloc, usually without a copy), append, and let timsort merge
-        # the long sorted run with the short new one: no second full-size array.
-        arr.resize(size + len(self._recent), refcheck=False)
-        arr[size:] = np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent))
-        arr.sort(kind="stable")
+    def _flush(self) -> None:
+        """The recent set becomes a sorted level; levels of about its size merge in."""
+        levels = self._levels
+        fresh = array("Q", sorted(self._recent))
         self._recent = set()
+        while levels and len(levels[-1]) <= 2 * len(fresh):
+            fresh = _merged(levels.pop(), fresh)
+        levels.append(fresh)
 
     def _grow_filter(self) -> None:
         """Double the filter and set the bits of every URL again."""
         nbits = (self._mask + 1) * 2
         mask = nbits - 1
         filter_ = bytearray(nbits // 8)
-        bits = np.frombuffer(filter_, dtype=np.uint8)  # a view: no second copy
-        self._set_bits(bits, self._sorted, mask)
-        if self._recent:
-            recent = np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent))
-            self._set_bits(bits, recent, mask)
-        del bits
+        keys: Iterable[int]
+        for keys in (*self._levels, self._recent):
+            for key in keys:
+                bit = key & mask
+                filter_[bit >> 3] |= 1 << (bit & 7)
         self._bits = filter_
         self._mask = mask
         self._capacity = nbits // self._BITS_PER_URL
 
-    @staticmethod
-    def _set_bits(bits: np.ndarray, keys: np.ndarray, mask: int) -> None:
-        # In slices, so that the temporaries stay small however many keys there are.
-        step = 1 << 16
-        for start in range(0, keys.size, step):
-            positions = keys[start : start + step] & np.uint64(mask)
-            np.bitwise_or.at(
-                bits,
-                (positions >> np.uint64(3)).astype(np.intp),
-                (np.uint8(1) << (positions & np.uint64(7)).astype(np.uint8)),
-            )
+
+def _merged(a: array[int], b: array[int]) -> array[int]:
+    """The union of the sorted, disjoint arrays ``a`` and ``b``, sorted; both are used
+    up. It is built from the top a slice at a time (at most ``_CHUNK`` keys of each,
+    each slice above all that is left of both), and the slices taken are cut off the
+    ends of ``a`` and ``b`` as it goes, so the keys are held about once, not twice."""
+    out = array("Q")  # descending until the end
+    while a and b:
+        start_a = max(len(a) - _CHUNK, 0)
+        start_b = bisect_left(b, a[start_a])
+        if len(b) - start_b > _CHUNK:
+            start_b = len(b) - _CHUNK
+            start_a = bisect_left(a, b[start_b], start_a)
+        part = a[start_a:].tolist()
+        part += b[start_b:].tolist()
+        part.sort(reverse=True)
+        out.fromlist(part)
+        del a[start_a:], b[start_b:]
+    rest = a or b  # below all of ``out``
+    rest.reverse()
+    out.extend(rest)
+    del rest[:]
+    out.reverse()
+    return out

@@ -15,8 +15,6 @@ _M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
 def tune_process() -> bool:
     """Settings that keep a long run's CPU and memory flat.
 
-    - numpy (the URL index) needs no BLAS, whose thread pool would only spin on a core:
-      one BLAS thread (set before numpy is imported; worker processes inherit it).
     - glibc raises its mmap threshold each time a large block is freed (up to 32 MB),
       after which large buffers (batches of records, the URL index as it grows) come
       from the heap, which then keeps the holes: a run of a million URLs ended about
@@ -31,7 +29,6 @@ def tune_process() -> bool:
 
     Returns whether the mmap threshold could be set.
     """
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     gc.set_threshold(20_000, 10, 10)
     if not sys.platform.startswith("linux"):
         return False

@@ -13,11 +13,10 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from click.core import ParameterSource
-from rich.console import Console
 
 from . import __version__, _loop, logs
 from ._loop import LOOPS
@@ -40,8 +39,11 @@ from .resolve import DNS, async_dns_error, parse_servers
 from .sinks import FORMATS, OutputError, SinkError, output_format, retry_filter
 from .sinks.base import OutputGone
 from .sources import INPUT_FORMATS, InputError, input_format
+from .status import InputTotal, StatusLines, on_terminal, say
 from .tls import TLS, TLS_VERSIONS
-from .view import InputTotal, LiveView, StatusLines
+
+if TYPE_CHECKING:
+    from .view import LiveView
 
 __all__ = ["main"]
 
@@ -1027,12 +1029,13 @@ def _run(fetch_job: FetchJob, *, grace: float, again: str, loop: str, display: D
         except OSError as exc:
             _fail(f"cannot serve metrics on 127.0.0.1:{display.metrics_port}: {exc.strerror}")
     job = fetch_job.job
-    total = InputTotal(job.input, header=input_format(job.input, job.input_format) == "csv")
     view: LiveView | StatusLines | None = None
-    console = Console(stderr=True)
     if not display.quiet:
-        if console.is_terminal:
-            view = LiveView(summary, stats, total, console)
+        total = InputTotal(job.input, header=input_format(job.input, job.input_format) == "csv")
+        if on_terminal():
+            from .view import LiveView  # rich: only to draw on a terminal
+
+            view = LiveView(summary, stats, total)
         else:
             view = StatusLines(summary, stats, total, display.status_every, sys.stderr)
 
@@ -1056,12 +1059,9 @@ def _run(fetch_job: FetchJob, *, grace: float, again: str, loop: str, display: D
             if len(received) == 1:
                 stop.set()
                 again = "press Ctrl-C" if sig == signal.SIGINT else f"send {sig.name}"
-                console.print(
+                (view.say if view is not None else say)(
                     f"surefetch: {sig.name}: finishing the requests in flight (up to {grace:g} s);"
-                    f" {again} again to stop at once",
-                    highlight=False,
-                    markup=False,
-                    soft_wrap=True,  # one line, also on a pipe (rich wraps at 80 there)
+                    f" {again} again to stop at once"
                 )
                 loop.call_later(grace, task.cancel)
             else:

@@ -37,7 +37,7 @@ from urllib.robotparser import RobotFileParser
 
 from yarl import URL
 
-from ._fingerprint import fingerprint
+from ._index import UrlIndex, fingerprint
 from .bodies import BodyStore
 from .client import check_url
 from .errors import (
@@ -55,7 +55,6 @@ from .redact import shown_url
 from .sources import InputError, Item, ItemBatches
 
 if TYPE_CHECKING:
-    from ._index import UrlIndex
     from .client import Client
 
 __all__ = ["Admission", "RecordStream", "Stats", "admitted", "batches", "run"]
@@ -228,8 +227,6 @@ async def run(
     held_cap = 64 * backlog_cap
     stats = stats if stats is not None else Stats()
     if dedupe and seen is None:
-        from ._index import UrlIndex  # numpy: only where URLs are indexed
-
         seen = UrlIndex()
     stopping = stop if stop is not None else asyncio.Event()
     policy = politeness or Politeness()

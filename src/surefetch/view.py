@@ -1,12 +1,9 @@
-"""What a person sees while a run goes: a live display on a terminal (rich), or a plain
-status line every few seconds when stderr is not one (CI, pipes, nohup)."""
+"""The live display of a run on a terminal (rich); imported only when stderr is one
+(the plain status lines are in :mod:`surefetch.status`)."""
 
 from __future__ import annotations
 
-import os
-import threading
 import time
-from typing import TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -23,57 +20,12 @@ from rich.progress import (
 from rich.text import Text
 
 from .engine import Stats
-from .observe import Summary, status_line, throttle_text, throttled_hosts
+from .observe import Summary, throttle_text, throttled_hosts
+from .status import InputTotal
 
-__all__ = ["InputTotal", "LiveView", "StatusLines"]
+__all__ = ["LiveView"]
 
 _KIND_STYLE = {"ok": "green", "http_status": "yellow"}
-
-
-class InputTotal:
-    """Counts the input's lines in a background thread, for the progress total.
-
-    A plain daemon thread: it only reads a file, owns nothing, and a run that ends
-    first simply stops asking (stdin has no total).
-    """
-
-    def __init__(self, path: str, header: bool) -> None:
-        self.value: int | None = None
-        if path != "-" and os.path.isfile(path):
-            threading.Thread(target=self._count, args=(path, header), daemon=True).start()
-
-    def _count(self, path: str, header: bool) -> None:
-        lines = 0
-        last = b"\n"
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                lines += chunk.count(b"\n")
-                last = chunk[-1:]
-        if last != b"\n":
-            lines += 1
-        self.value = max(0, lines - (1 if header else 0))
-
-
-class StatusLines:
-    """Writes :func:`status_line` every ``every`` seconds."""
-
-    def __init__(
-        self, summary: Summary, stats: Stats, total: InputTotal, every: float, stream: TextIO
-    ) -> None:
-        self._summary, self._stats, self._total = summary, stats, total
-        self._every = every
-        self._stream = stream
-        self._next = time.monotonic() + every
-
-    def update(self) -> None:
-        now = time.monotonic()
-        if now >= self._next:
-            self._next = now + self._every
-            line = status_line(self._summary, self._stats, self._total.value, self._stats.in_flight)
-            print(line, file=self._stream, flush=True)
-
-    def close(self) -> None:
-        pass
 
 
 class LiveView:
@@ -83,8 +35,9 @@ class LiveView:
     record, so it costs next to nothing.
     """
 
-    def __init__(self, summary: Summary, stats: Stats, total: InputTotal, console: Console) -> None:
+    def __init__(self, summary: Summary, stats: Stats, total: InputTotal) -> None:
         self._summary, self._stats, self._total = summary, stats, total
+        self._console = console = Console(stderr=True)
         self._progress = Progress(
             SpinnerColumn(),
             BarColumn(bar_width=None),
@@ -135,6 +88,10 @@ class LiveView:
             in_flight=stats.in_flight,
         )
         self._live.update(self._render(), refresh=True)
+
+    def say(self, line: str) -> None:
+        """Print one line above the display, as it is (no markup, no wrapping)."""
+        self._console.print(line, highlight=False, markup=False, soft_wrap=True)
 
     def close(self) -> None:
         self.update()
