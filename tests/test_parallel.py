@@ -210,3 +210,22 @@ async def test_workers_started_early_end_with_a_command_that_fails(tmp_path: Pat
         await asyncio.sleep(0.05)
     assert not left
     assert not (tmp_path / "out.jsonl").exists()
+
+
+async def test_workers_started_early_end_once_one_process_is_chosen(
+    slow_server: Server, tmp_path: Path
+) -> None:
+    """--workers 2 with --concurrency 1 runs in one process: the two workers started
+    before the options were read are ended when the run starts, not when it ends."""
+    src = write_lines(tmp_path / "in.txt", (slow_server.url(f"/p/{i}") for i in range(40)))
+    out = tmp_path / "o.jsonl"
+    proc = await spawn("fetch", str(src), "-o", str(out), "--workers", "2", "--concurrency", "1")
+    await wait_for_requests(slow_server.tracker, 2, 20)
+    workers = [
+        p.pid
+        for p in psutil.Process(proc.pid).children()
+        if "surefetch._worker" in " ".join(p.cmdline())
+    ]
+    proc.send_signal(signal.SIGINT)
+    await asyncio.wait_for(proc.communicate(), 20)
+    assert workers == []

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._index import UrlIndex
+from ._spawn import discard
 from .bodies import BodyStore
 from .client import Client
 from .distributed import Distributed, run_redis
@@ -185,6 +186,7 @@ class FetchJob:
                         robots=job.robots,
                     )
                 else:
+                    discard()  # workers started early (surefetch._spawn) are not needed
                     async with self.client:
                         await run(
                             self.client,
