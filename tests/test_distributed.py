@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -298,6 +299,34 @@ async def test_killed_workers_and_coordinator_lose_nothing_and_repeat_nothing(
     for k in (1, 2, 3):
         assert await wait_exit(workers[k], 15) == 0, procs.log(f"w{k}")
         assert "Traceback" not in procs.log(f"w{k}")
+
+
+async def test_stopped_workers_and_coordinator_give_back_what_they_did_not_start(
+    tmp_path: Path, redis_server: RedisServer, site: Site, procs: Procs
+) -> None:
+    """SIGTERM on a worker: it finishes what is in flight and hands back the rest (no
+    delivery counted, so nothing waits for --lease); SIGINT on the coordinator: it
+    stops, and a second run finishes the job."""
+    count = 2500
+    urls = write_lines(tmp_path / "urls.txt", site.urls(count, "/s/"))
+    out = tmp_path / "out.jsonl"
+    args = coordinator_args(redis_server, urls, out, "--concurrency", "6", "--lease", "30")
+    workers = [await procs.worker(redis_server, f"w{k}") for k in range(2)]
+    coordinator = await procs.start(*args, name="c1")
+    await wait_records(out, 500)
+    workers[0].send_signal(signal.SIGTERM)
+    assert await wait_exit(workers[0], 15) == 143, procs.log("w0")
+    assert "handed back" in procs.log("w0") and " 0 handed back" not in procs.log("w0")
+    await wait_records(out, 900)  # the other one carries on, with w0's partitions
+    coordinator.send_signal(signal.SIGINT)
+    assert await wait_exit(coordinator, 20) == 130, procs.log("c1")
+    assert "interrupted" in procs.log("c1")
+    assert lines_in(out) < count
+    code, _, err = await surefetch(*args, timeout=60)
+    assert code == 0, err
+    got = one_each(out, count)
+    assert all(r["status"] == 200 for r in got)
+    assert await wait_exit(workers[1], 15) == 0, procs.log("w1")
 
 
 async def test_redis_restarted_without_its_data_loses_nothing(

@@ -264,7 +264,8 @@ class _Session:
         await pipe.execute()
 
     async def keep_leases(self) -> None:
-        every = self.lease_ms / 1000 / 4
+        # At least every second: a stop or a new epoch is seen within about one.
+        every = min(1.0, self.lease_ms / 1000 / 4)
         while not self.stop.is_set():
             if not await self.beat():
                 self.stop.set()
@@ -374,6 +375,12 @@ class _Session:
             self.totals.handed_back += int(
                 await self.handback(keys=[keys.queue(p)], args=[GROUP, self.name, *entries])
             )
+        await self.leave()
+
+    async def leave(self) -> None:
+        """Release the partitions and leave the live workers (their fair shares grow
+        at once, instead of after a lease)."""
+        keys = self.keys
         for p in self.owned:
             await self.release_script(keys=[keys.owners], args=[self.name, p])
         await self.redis.zrem(keys.workers, self.name)
@@ -412,7 +419,9 @@ class _Session:
             if self.ended != "lost":
                 try:
                     await self.send()
-                    if self.ended != "epoch":
+                    if self.ended == "epoch":  # its streams are gone
+                        await self.leave()
+                    else:
                         await self.give_back()
                 except errors as exc:
                     log.warning("%s: Redis lost while finishing: %s", self.name, exc)
