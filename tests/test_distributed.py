@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from collections import Counter
@@ -123,8 +124,8 @@ class Site:
 
 
 def site_app(hits: Counter[str], times: list[float], rate: float | None = None) -> web.Application:
-    """/p/N answers ok (after 5 ms), /s/N after 20 ms; /hang never answers; with
-    ``rate``, more than that many requests in the last second get 429."""
+    """/p/N answers ok (after 5 ms), /s/N after 20 ms; /gone/N is a 404; /hang never
+    answers; with ``rate``, more than that many requests in the last second get 429."""
     recent: list[float] = []
 
     async def page(request: web.Request) -> web.Response:
@@ -146,7 +147,12 @@ def site_app(hits: Counter[str], times: list[float], rate: float | None = None) 
         await asyncio.sleep(3600)
         return web.Response(text="never")
 
+    async def gone(request: web.Request) -> web.Response:
+        hits[request.path] += 1
+        return web.Response(status=404, text="gone")
+
     app = web.Application()
+    app.router.add_get("/gone/{n}", gone)
     app.router.add_get("/p/{n}", page)
     app.router.add_get("/s/{n}", page)
     app.router.add_get("/hang", hang)
@@ -201,7 +207,9 @@ async def procs(tmp_path: Path) -> AsyncIterator[Procs]:
         await group.close()
 
 
-def coordinator_args(redis: RedisServer, urls: Path, out: Path, *extra: str) -> list[str]:
+def coordinator_args(
+    redis: RedisServer, urls: Path, out: Path, *extra: str, quiet: bool = True
+) -> list[str]:
     return [
         "fetch",
         str(urls),
@@ -213,7 +221,7 @@ def coordinator_args(redis: RedisServer, urls: Path, out: Path, *extra: str) -> 
         "t",
         "--lease",
         LEASE,
-        "-q",
+        *(["-q"] if quiet else []),
         *extra,
     ]
 
@@ -259,8 +267,10 @@ async def test_two_workers_fetch_every_url_once(
     urls = write_lines(tmp_path / "urls.txt", site.urls(count))
     out = tmp_path / "out.jsonl"
     workers = [await procs.worker(redis_server, f"w{k}") for k in range(2)]
-    code, _, err = await surefetch(*coordinator_args(redis_server, urls, out), timeout=60)
+    args = coordinator_args(redis_server, urls, out, "--status-every", "60", quiet=False)
+    code, _, err = await surefetch(*args, timeout=60)
     assert code == 0, err
+    assert "from 2 workers (" in err, err  # the summary says who did what
     got = one_each(out, count)
     assert all(r["status"] == 200 for r in got)
     for k, proc in enumerate(workers):  # the job is done: they exit on their own
@@ -268,6 +278,27 @@ async def test_two_workers_fetch_every_url_once(
         assert "Traceback" not in procs.log(f"w{k}")
         assert fetched_by(procs.log(f"w{k}")) > count // 10  # both took part
     assert sum(site.hits.values()) == count  # and none was fetched twice
+
+
+async def test_sqlite_output_and_retry_failed_through_redis(
+    tmp_path: Path, redis_server: RedisServer, site: Site, procs: Procs
+) -> None:
+    urls = write_lines(
+        tmp_path / "urls.txt", [*site.urls(300), *(site.url(f"/gone/{i}") for i in range(5))]
+    )
+    out = tmp_path / "out.sqlite"
+    for run, extra in enumerate(((), ("--retry-failed", "http_status"))):
+        # Started after the first run is done, the second worker waits for the next.
+        await procs.worker(redis_server, f"w{run}")
+        args = coordinator_args(redis_server, urls, out, *extra)
+        code, _, err = await surefetch(*args, timeout=60)
+        assert code == 0, err
+    with sqlite3.connect(out) as db:
+        rows = db.execute("SELECT url, status FROM records").fetchall()
+    assert len(rows) == len({url for url, _ in rows}) == 305
+    assert sorted(status for _, status in rows)[-5:] == [404] * 5
+    assert all(site.hits[f"/gone/{i}"] == 2 for i in range(5))  # fetched again
+    assert all(site.hits[f"/p/{i}"] == 1 for i in range(300))  # not again
 
 
 # -- faults -------------------------------------------------------------------------

@@ -58,6 +58,7 @@ def _start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
 def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="surefetch-demo-redis-"))
     output = Path("demo-distributed.jsonl")
+    output.unlink(missing_ok=True)  # replaced, as `surefetch demo` replaces its own
     procs: list[subprocess.Popen[bytes]] = []
     try:
         redis, url = _start_redis(folder)
@@ -87,7 +88,6 @@ def main() -> None:
                 str(listing),
                 "-o",
                 str(output),
-                "--restart",
                 "--redis",
                 url,
                 "--job",

@@ -469,10 +469,11 @@ redis.call('ZADD', KEYS[1], now + 3000, ARGV[1])
 
 
 async def _job_meta(
-    redis: Redis, keys: Keys, name: str, stop: asyncio.Event
+    redis: Redis, keys: Keys, name: str, stop: asyncio.Event, *, joined: bool
 ) -> dict[bytes, bytes] | None:
-    """The job's meta once it runs (None if it is done or the worker is stopped);
-    meanwhile the worker is present as ``name``."""
+    """The job's meta once it runs (None if the worker is stopped, or if it has
+    ``joined`` the job and the job is done: a worker that has not waits for the next
+    run); meanwhile the worker is present as ``name``."""
     errors = redis_errors()
     present = redis.register_script(_PRESENT)
     pause = _POLL
@@ -486,7 +487,7 @@ async def _job_meta(
             meta = {}
             pause = min(2 * pause, 5.0)
         state = meta.get(b"state")
-        if state == b"done":
+        if state == b"done" and joined:
             return None
         if state == b"running" and b"config" in meta:
             return meta
@@ -503,7 +504,9 @@ async def work(url: str, job: str, stop: asyncio.Event, totals: WorkerTotals) ->
     name = worker_name()
     try:
         # A name per session: what an earlier one left pending is reclaimed.
-        while meta := await _job_meta(redis, keys, f"{name}-{totals.sessions + 1}", stop):
+        while meta := await _job_meta(
+            redis, keys, f"{name}-{totals.sessions + 1}", stop, joined=totals.sessions > 0
+        ):
             totals.sessions += 1
             session = _Session(
                 redis,

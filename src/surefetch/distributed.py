@@ -248,7 +248,7 @@ class _Coordinator:
     fed: bool = False
     room: asyncio.Event = field(default_factory=asyncio.Event)
     news: asyncio.Event = field(default_factory=asyncio.Event)
-    #: Records per worker (for the summary).
+    #: Records per worker (for the summary), by the worker's name.
     by_worker: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -375,7 +375,8 @@ class _Coordinator:
                 stats.ok += 1
             else:
                 stats.failed += 1
-            self.by_worker[results.worker] = self.by_worker.get(results.worker, 0) + 1
+            worker = results.worker.rpartition("-")[0]  # its name, without the session
+            self.by_worker[worker] = self.by_worker.get(worker, 0) + 1
             await self.count_emit(done.record)
             self.to_ack.append((self.emitted, done.partition, done.entry))
 
@@ -458,15 +459,19 @@ async def run_redis(
     done: UrlIndex | None = None,
     stop: asyncio.Event | None = None,
     stats: Stats | None = None,
+    by_worker: dict[str, int] | None = None,
 ) -> Stats:
     """Coordinate a run through Redis: admit ``items`` there, ``await emit(record)``
     for each record the workers send back. ``durable()`` says how many emitted records
     the output holds durably (entries are acknowledged only then). ``config`` is what
-    each worker builds its Client from. Raises :class:`RedisUnavailable`."""
+    each worker builds its Client from; ``by_worker`` is filled with the records each
+    worker sent (by its name). Raises :class:`RedisUnavailable`."""
     stats = stats if stats is not None else Stats()
     stopping = stop if stop is not None else asyncio.Event()
     redis = await connect(settings.url)
     coordinator = _Coordinator(redis, settings, encode(config), emit, stats, durable)
+    if by_worker is not None:
+        coordinator.by_worker = by_worker
     bad_input: list[InputError] = []
     errors = redis_errors()
     lost_errors: tuple[type[Exception], ...] = (*errors, EpochLost)

@@ -99,6 +99,8 @@ class FetchJob:
     #: Records moved out because their URL is no longer in the input, and where to.
     removed: int = 0
     removed_to: str | None = None
+    #: With ``distributed``: records each worker sent, by its name.
+    workers: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
     async def execute(self, stop: asyncio.Event | None = None) -> None:
@@ -168,6 +170,7 @@ class FetchJob:
                         done=resume.done,
                         stop=stop,
                         stats=self.stats,
+                        by_worker=self.workers,
                     )
                 elif job.workers > 1:
                     await run_parallel(
