@@ -360,6 +360,29 @@ async def test_stopped_workers_and_coordinator_give_back_what_they_did_not_start
     assert await wait_exit(workers[1], 15) == 0, procs.log("w1")
 
 
+async def test_a_worker_frozen_past_its_lease_repeats_nothing(
+    tmp_path: Path, redis_server: RedisServer, site: Site, procs: Procs
+) -> None:
+    """SIGSTOP a worker for twice the lease: the other takes its partitions and
+    reclaims its URLs; SIGCONT: it comes back to find them gone. One record each."""
+    count = 2500
+    urls = write_lines(tmp_path / "urls.txt", site.urls(count, "/s/"))
+    out = tmp_path / "out.jsonl"
+    args = coordinator_args(redis_server, urls, out, "--concurrency", "6")
+    workers = [await procs.worker(redis_server, f"w{k}") for k in range(2)]
+    coordinator = await procs.start(*args, name="c")
+    await wait_records(out, 500)
+    workers[0].send_signal(signal.SIGSTOP)
+    await asyncio.sleep(2 * float(LEASE) + 0.5)
+    workers[0].send_signal(signal.SIGCONT)
+    assert await wait_exit(coordinator, 60) == 0, procs.log("c")
+    got = one_each(out, count)
+    assert all(r["status"] == 200 for r in got)
+    for k, proc in enumerate(workers):
+        assert await wait_exit(proc, 15) == 0, procs.log(f"w{k}")
+    assert "reclaimed" in procs.log("w1")
+
+
 async def test_redis_restarted_without_its_data_loses_nothing(
     tmp_path: Path, redis_server: RedisServer, site: Site, procs: Procs
 ) -> None:

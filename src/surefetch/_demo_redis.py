@@ -55,6 +55,29 @@ def _start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
         time.sleep(0.05)
 
 
+def _start_workers(
+    url: str, folder: Path, stack: contextlib.ExitStack
+) -> list[subprocess.Popen[bytes]]:
+    workers = []
+    for k in range(_WORKERS):
+        log = stack.enter_context((folder / f"worker{k}.log").open("wb"))
+        command = [*_SUREFETCH, "worker", "--redis", url, "--job", "demo"]
+        workers.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+    return workers
+
+
+def _coordinate(url: str, listing: Path, output: Path) -> int:
+    command = [*_SUREFETCH, "fetch", str(listing), "-o", str(output), "--redis", url]
+    command += ["--job", "demo", "--timeout", "3", "--retries", "1"]
+    print("  $ surefetch " + " ".join(command[3:]), flush=True)
+    return subprocess.call(command, env={**os.environ, "COLUMNS": "100"})
+
+
+def _outcomes(output: Path) -> Counter[str]:
+    records = map(json.loads, output.read_text().splitlines())
+    return Counter(r["error"]["kind"] if r["error"] else "ok" for r in records)
+
+
 def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="surefetch-demo-redis-"))
     output = Path("demo-distributed.jsonl")
@@ -70,43 +93,15 @@ def main() -> None:
             listing = folder / "urls.txt"
             listing.write_text("\n".join(urls) + "\n")
             print(f"demo servers: {', '.join(bases)}; {len(urls)} input lines")
-            workers = []
-            for k in range(_WORKERS):
-                log = (folder / f"worker{k}.log").open("wb")
-                stack.callback(log.close)
-                worker = subprocess.Popen(
-                    [*_SUREFETCH, "worker", "--redis", url, "--job", "demo"],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-                procs.append(worker)
-                workers.append(worker)
+            workers = _start_workers(url, folder, stack)
+            procs += workers
             print(f"{_WORKERS} workers started; the coordinator:")
-            command = [
-                *_SUREFETCH,
-                "fetch",
-                str(listing),
-                "-o",
-                str(output),
-                "--redis",
-                url,
-                "--job",
-                "demo",
-                "--timeout",
-                "3",
-                "--retries",
-                "1",
-            ]
-            print("  $ surefetch " + " ".join(command[3:]), flush=True)
-            code = subprocess.call(command, env={**os.environ, "COLUMNS": "100"})
+            code = _coordinate(url, listing, output)
             for k, worker in enumerate(workers):
                 worker.wait(30)
                 last = (folder / f"worker{k}.log").read_text().strip().splitlines()[-1:]
                 print(f"worker {k + 1}: {last[0] if last else '(no output)'}")
-        kinds = Counter(
-            (r["error"] or {}).get("kind", "ok") if r["error"] else "ok"
-            for r in map(json.loads, output.read_text().splitlines())
-        )
+        kinds = _outcomes(output)
         print(f"{output}: {sum(kinds.values())} records: {dict(kinds.most_common())}")
         if code:
             sys.exit(code)

@@ -769,6 +769,27 @@ def worker(redis_url: str, job_name: str, loop_name: str, log_level: str, quiet:
     _run_worker(redis_url, job_name, loop_name, quiet=quiet)
 
 
+class _WorkerSignals:
+    """A worker's Ctrl-C and SIGTERM: the first stops it gracefully, a second at once."""
+
+    def __init__(self, stop: asyncio.Event, task: asyncio.Task[Any]) -> None:
+        self.stop = stop
+        self.task = task
+        self.received: list[signal.Signals] = []
+
+    def __call__(self, sig: signal.Signals) -> None:
+        self.received.append(sig)
+        if len(self.received) > 1:
+            self.task.cancel()
+            return
+        self.stop.set()
+        click.echo(
+            f"surefetch worker: {sig.name}: finishing the requests in flight; again to stop"
+            " at once",
+            err=True,
+        )
+
+
 def _run_worker(url: str, job: str, loop_name: str, *, quiet: bool) -> None:
     from ._redis_worker import WorkerTotals, work
 
@@ -777,25 +798,13 @@ def _run_worker(url: str, job: str, loop_name: str, *, quiet: bool) -> None:
     started = time.monotonic()
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
         stop = asyncio.Event()
-
-        def on_signal(sig: signal.Signals) -> None:
-            received.append(sig)
-            if len(received) == 1:
-                stop.set()
-                click.echo(
-                    f"surefetch worker: {sig.name}: finishing the requests in flight;"
-                    " again to stop at once",
-                    err=True,
-                )
-            else:
-                task.cancel()
-
+        signals = _WorkerSignals(stop, task)
+        signals.received = received
         for sig in _EXIT_BY_SIGNAL:
-            loop.add_signal_handler(sig, on_signal, sig)
+            asyncio.get_running_loop().add_signal_handler(sig, signals, sig)
         await work(url, job, stop, totals)
 
     gc.freeze()
