@@ -11,6 +11,9 @@ aiohttp in its own process), then:
   50 ms late, in a private network namespace when run as root (bench/internet.py);
 - politeness: hosts that allow 50, 300 and 1,000 req/s, on the first run, with one
   worker and two; and one host without a limit (bench/politeness.py);
+- distributed: ``fetch --redis`` with two ``surefetch worker``s against ``fetch
+  --workers 2`` on the same cores, and Redis's peak memory for 10,000 and 1,000,000
+  input URLs (bench/distributed.py);
 - profile (only when asked): see bench/profile_engine.py.
 
 Every contender runs as its own subprocess, under bench/measure_child.py, which
@@ -21,6 +24,7 @@ expected body, or the benchmark fails.
     python bench/run.py                       # all but profile (what `make bench` runs)
     python bench/run.py --internet --internet-rounds 3
     python bench/run.py --politeness --politeness-scenarios one-w1,one-w2
+    python bench/run.py --distributed --urls 20000 --distributed-memory-urls 10000,100000
     python bench/run.py --throughput --urls 20000
     python bench/run.py --memory --memory-urls 10000,200000
     python bench/run.py --profile
@@ -47,6 +51,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import distributed
 import harness
 import internet
 import politeness
@@ -354,7 +359,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         epilog=__doc__,
     )
     section = parser.add_argument_group(
-        "sections (none given: --throughput --memory --internet --politeness)"
+        "sections (none given: --throughput --memory --internet --politeness --distributed)"
     )
     section.add_argument("--throughput", action="store_true", help="contenders table")
     section.add_argument("--memory", action="store_true", help="surefetch peak RSS at two sizes")
@@ -363,6 +368,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     section.add_argument(
         "--politeness", action="store_true", help="rate-limited hosts, first runs (politeness.py)"
+    )
+    section.add_argument(
+        "--distributed",
+        action="store_true",
+        help="Redis with 2 workers vs --workers 2, Redis memory (distributed.py)",
     )
     section.add_argument("--profile", action="store_true", help="profile + uvloop experiment")
     parser.add_argument("--urls", type=int, default=50_000, help="URLs per throughput run")
@@ -383,6 +393,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=_keys,
         default=list(DEFAULT_MEMORY),
         help=f"comma-separated keys (default {','.join(DEFAULT_MEMORY)})",
+    )
+    parser.add_argument(
+        "--distributed-memory-urls",
+        type=_sizes,
+        default=[10_000, 1_000_000],
+        help="input sizes of the Redis memory runs",
     )
     parser.add_argument("--profile-urls", type=int, default=20_000)
     parser.add_argument("--uvloop-urls", type=int, default=50_000)
@@ -405,8 +421,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prefix=POLITENESS,
     )
     args = parser.parse_args(argv)
-    if not (args.throughput or args.memory or args.profile or args.internet or args.politeness):
+    chosen = (args.throughput, args.memory, args.profile, args.internet, args.politeness)
+    if not (any(chosen) or args.distributed):
         args.throughput = args.memory = args.internet = args.politeness = True
+        args.distributed = True
     if args.urls < 1 or args.repeat < 1 or args.concurrency < 1:
         parser.error("--urls, --repeat and --concurrency must be positive")
     return args
@@ -483,6 +501,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 (work / "politeness").mkdir()
                 report["politeness"] = politeness.run_section(
                     politeness.section_args(args, POLITENESS), work / "politeness"
+                )
+            if args.distributed:
+                report["distributed"] = distributed.run_section(
+                    args.urls, args.repeat, args.distributed_memory_urls
                 )
             if args.profile and server is not None:
                 import profile_engine
