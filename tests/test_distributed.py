@@ -6,6 +6,7 @@ restarted mid-run: every URL still gets exactly one record."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import signal
@@ -31,7 +32,11 @@ if REDIS_SERVER is None and not os.environ.get("CI"):
         "redis-server is not installed (apt-get install redis-server; CI installs it)",
         allow_module_level=True,
     )
-pytest.importorskip("redis", reason="redis-py is not installed (pip install 'surefetch[redis]')")
+redis = pytest.importorskip(
+    "redis.asyncio", reason="redis-py is not installed (pip install 'surefetch[redis]')"
+)
+
+from surefetch._redis_worker import RATE_GATE  # noqa: E402 - after the skips
 
 #: Short leases, so that dead workers' URLs are reclaimed within seconds.
 LEASE = "1.5"
@@ -476,8 +481,41 @@ async def test_a_host_rate_holds_over_three_workers(
     sent = len(times)
     assert hits["429"] < 0.02 * sent, (hits["429"], sent)
     used = (sent - 1) / (times[-1] - times[0])
-    print(f"rate used: {used:.1f}/s of {rate}/s, {hits['429']} 429s of {sent}")
-    assert used >= 0.85 * rate, used
+    gap = max(b - a for a, b in itertools.pairwise(times))
+    assert used >= 0.85 * rate, f"{used:.1f}/s used; the longest pause {gap:.3f} s"
+    # Each request also passed the host's rate gate in Redis (a script call each).
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        assert (await client.info("commandstats"))["cmdstat_evalsha"]["calls"] >= count
+    finally:
+        await client.aclose()
+
+
+async def test_the_rate_gate_holds_a_rate_over_many_clients(redis_server: RedisServer) -> None:
+    """The GCRA script alone: 4 clients that ask as fast as they can for 1.5 s get
+    50 requests a second between them (plus the one early request it allows)."""
+    client = redis.Redis.from_url(redis_server.url)
+    gate = client.register_script(RATE_GATE)
+    allowed: list[float] = []
+
+    async def ask() -> None:
+        end = time.monotonic() + 1.5
+        while (now := time.monotonic()) < end:
+            wait = float(await gate(keys=["surefetch:{t}:rate:h:80"], args=[20.0, 20.0]))
+            if wait <= 0:
+                allowed.append(now)
+            else:
+                await asyncio.sleep(wait / 1000)
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(4):
+                tg.create_task(ask())
+    finally:
+        await client.aclose()
+    assert 72 <= len(allowed) <= 78, len(allowed)  # 1.5 s at 50/s, + 1 early
+    allowed.sort()
+    assert all(b - a > 0.002 for a, b in itertools.pairwise(allowed[1:])), "a burst"
 
 
 # -- bad input ----------------------------------------------------------------------

@@ -17,12 +17,13 @@ import os
 import secrets
 import socket
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._worker import client_from
 from .bodies import BodyStore
+from .client import AttemptGate, Client, Response
 from .distributed import (
     GROUP,
     Done,
@@ -153,6 +154,49 @@ return n
 """
 
 
+# The rate gate of a host over all workers (GCRA, times from Redis TIME): KEYS[1]
+# holds the host's theoretical arrival time (ms); ARGV[1] the interval (ms, 1/rate),
+# ARGV[2] how early a request may come (ms). Returns "0" (go) or the ms to wait.
+RATE_GATE = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local interval = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local wait = tat - tonumber(ARGV[2]) - now
+if wait > 0 then return tostring(wait) end
+redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil(tat + interval - now) + 1000)
+return '0'
+"""
+
+
+class _GatedClient(Client):
+    """A Client whose first attempt at a host with a pace (``--rate``, a rule's, a
+    Crawl-delay, a learned rate) also passes the host's rate gate in Redis: the guard
+    for the moments two workers may both send to it (a hand-over after a lease ran out,
+    a new epoch). The owner's own scheduler paces it as without Redis."""
+
+    rate_gate: Callable[[str], Awaitable[None]] | None = None
+
+    async def send(
+        self,
+        method: str,
+        target: URL,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | str | None = None,
+        gate: AttemptGate | None = None,
+        gate_key: str | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> Response:
+        if self.rate_gate is not None and gate_key is not None:
+            await self.rate_gate(gate_key)
+        return await super().send(
+            method, target, headers=headers, data=data, gate=gate, gate_key=gate_key, stop=stop
+        )
+
+
 def lost_record(item: Item, deliveries: int) -> Record:
     """The final record of a URL handed out ``deliveries`` times, beyond the limit."""
     error = WorkerLostError(
@@ -214,6 +258,9 @@ class _Session:
         self.release_script = self.redis.register_script(_RELEASE)
         self.reclaim = self.redis.register_script(_RECLAIM)
         self.handback = self.redis.register_script(_HANDBACK)
+        self.rate_gate = self.redis.register_script(RATE_GATE)
+        self.errors = redis_errors(replies=True)
+        self.sched: Scheduler[tuple[Item, URL]] | None = None
 
     # -- leases -------------------------------------------------------------------
 
@@ -234,10 +281,11 @@ class _Session:
             return False
         # Beyond the fair share: stop reading the extra partitions; release each once
         # nothing read from it is left unrecorded here.
+        # The least busy go first: a partition with nothing in hand moves at no cost.
         extra = len(owned) - fair
-        keep = [p for p in owned if p not in self.releasing]
+        keep = sorted((p for p in owned if p not in self.releasing), key=self.held_in.__getitem__)
         while extra > len(self.releasing) and keep:
-            self.releasing.add(keep.pop())
+            self.releasing.add(keep.pop(0))
         for p in sorted(self.releasing):
             if not self.held_in[p]:
                 await self.release_script(keys=[keys.owners], args=[self.name, p])
@@ -389,12 +437,15 @@ class _Session:
 
     async def run(self) -> None:
         config = self.config
-        client = client_from(config)
+        client = client_from(config, _GatedClient)
         bodies = BodyStore(config.bodies) if config.bodies else None
         policy = config.politeness
         sched: Scheduler[tuple[Item, URL]] = Scheduler(
             policy, policy.per_host or client.limits.per_host
         )
+        self.sched = sched
+        assert isinstance(client, _GatedClient)
+        client.rate_gate = self.pass_rate_gate
         errors = redis_errors()
         async with client, asyncio.TaskGroup() as tg:
             leases = tg.create_task(self.guard(self.keep_leases()))
@@ -425,6 +476,25 @@ class _Session:
                         await self.give_back()
                 except errors as exc:
                     log.warning("%s: Redis lost while finishing: %s", self.name, exc)
+
+    async def pass_rate_gate(self, key: str) -> None:
+        """Wait until host ``key``'s rate gate in Redis lets a request go (at once for
+        a host without a pace). Redis trouble lets it go: the owner's pace still holds,
+        and the session ends through its other tasks."""
+        host = self.sched.hosts.get(key) if self.sched is not None else None
+        pace = host.pace if host is not None else None
+        if not pace:
+            return
+        interval = 1000.0 / pace
+        gate_key = self.keys.rate(key)
+        for _ in range(100):  # bounded: the gate is fair, this is a guard
+            try:
+                wait = float(await self.rate_gate(keys=[gate_key], args=[interval, interval]))
+            except self.errors:
+                return
+            if wait <= 0 or self.stop.is_set():
+                return
+            await asyncio.sleep(wait / 1000)
 
     async def guard(self, job: Any) -> None:
         """Run a session task; Redis gone ends the session instead of the worker."""

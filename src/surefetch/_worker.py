@@ -54,11 +54,12 @@ _LINGER = 0.02
 _THROTTLES_EVERY = 0.5
 
 
-def client_from(config: Config) -> Client:
+def client_from(config: Config, cls: type[Client] = Client) -> Client:
+    """The Client ``config`` describes (of class ``cls``, a Client's subclass)."""
     retry = dict(config.retry)
     for name in ("statuses", "kinds", "methods"):
         retry[name] = frozenset(retry[name])
-    return Client(
+    return cls(
         limits=Limits(**config.limits),
         timeouts=Timeouts(**config.timeouts),
         retry=RetryPolicy(**retry),

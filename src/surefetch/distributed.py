@@ -121,9 +121,14 @@ class Keys:
         self.workers = f"{base}:workers"
         self.out = f"{base}:out"
         self._queue = f"{base}:q:"
+        self._rate = f"{base}:rate:"
 
     def queue(self, partition: int) -> str:
         return f"{self._queue}{partition}"
+
+    def rate(self, host: str) -> str:
+        """The rate gate of host ``host`` (``name:port``)."""
+        return f"{self._rate}{host}"
 
 
 class Work(msgspec.Struct, array_like=True):
