@@ -128,6 +128,7 @@ KIND_COLORS: Final[dict[str, str]] = {
     "host_unavailable": "#393b79",
     "robots_disallowed": "#7b4173",
     "blocked_address": "#637939",
+    "worker_lost": "#e7969c",
     "internal_error": "#262626",
     _OTHER_KINDS: "#b0b0b0",
 }
