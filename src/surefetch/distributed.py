@@ -412,6 +412,22 @@ class _Coordinator:
             sender.cancel()
             halt.cancel()
 
+    async def run_epochs(self, stopping: asyncio.Event) -> None:
+        """Epoch after epoch until every URL has its record (or a stop): a Redis
+        that went away or lost the epoch is waited for, then the window admitted again."""
+        lost_errors: tuple[type[Exception], ...] = (*redis_errors(), EpochLost)
+        while True:
+            lost: BaseException | None = None
+            try:
+                await self.run_epoch(stopping)
+            except* lost_errors as group:
+                lost = group.exceptions[0]
+            if lost is None or stopping.is_set():
+                return
+            job = self.settings.job
+            log.warning("job %s: %s; admitting the outstanding URLs again", job, lost)
+            await _await_redis(self.redis, self.settings.url)
+
     async def finish(self, *, completed: bool) -> None:
         """The last word to the workers: done (they exit) or stopped (they wait)."""
         keys = self.keys
@@ -478,30 +494,24 @@ async def run_redis(
     if by_worker is not None:
         coordinator.by_worker = by_worker
     bad_input: list[InputError] = []
-    errors = redis_errors()
-    lost_errors: tuple[type[Exception], ...] = (*errors, EpochLost)
+    finished = False
     try:
         async with asyncio.TaskGroup() as tg:
             feeder = tg.create_task(coordinator.feed(items, seen, done, bad_input))
             halt = tg.create_task(_stop_feeding(stopping, feeder))
-            while True:
-                lost: BaseException | None = None
-                try:
-                    await coordinator.run_epoch(stopping)
-                except* lost_errors as group:
-                    lost = group.exceptions[0]
-                if lost is None:
-                    break
-                log.warning("job %s: %s; admitting the outstanding URLs again", settings.job, lost)
-                await _await_redis(redis, settings.url)
+            await coordinator.run_epochs(stopping)
             halt.cancel()
-            completed = not stopping.is_set()
-            if not completed:
-                stats.abandoned += len(coordinator.outstanding)
-                stats.in_flight -= len(coordinator.outstanding)
-            with contextlib.suppress(*errors):
-                await coordinator.finish(completed=completed)
+        completed = not stopping.is_set()
+        if not completed:
+            stats.abandoned += len(coordinator.outstanding)
+            stats.in_flight -= len(coordinator.outstanding)
+        with contextlib.suppress(*redis_errors()):
+            await coordinator.finish(completed=completed)
+        finished = True
     finally:
+        if not finished:  # an error (the output's, say): the workers stop and wait
+            with contextlib.suppress(*redis_errors()):
+                await redis.hset(coordinator.keys.meta, "state", "stopped")
         await redis.aclose()
     if bad_input:
         raise bad_input[0]
