@@ -1,7 +1,7 @@
 """The worker processes of ``--workers N``, and starting them early.
 
-A worker spends most of its start-up importing aiohttp and the engine (about half a
-second of one core); so does the main process before it knows its options. Done one
+A worker spends most of its start-up importing aiohttp and the engine (about 0.3 s of
+a core); the main process spends longer before it knows its options. Done one
 after the other, that is a second before the first request of a run that could have
 begun in half of it. So the ``surefetch fetch`` command starts its workers first thing
 (:func:`start_early`, before it imports the CLI), guessing their number from the
@@ -116,7 +116,12 @@ async def start_workers(count: int) -> list[WorkerProcess]:
     taken, _early[:] = _early[:count], _early[count:]
     discard()
     taken += [_popen() for _ in range(count - len(taken))]
-    return [await _streams(proc) for proc in taken]
+    try:
+        return [await _streams(proc) for proc in taken]
+    except BaseException:
+        _early.extend(taken)  # none is anyone's yet
+        discard()
+        raise
 
 
 async def _streams(proc: subprocess.Popen[bytes]) -> WorkerProcess:

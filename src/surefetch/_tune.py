@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import os
 import resource
 import sys
 
