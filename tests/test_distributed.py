@@ -244,6 +244,19 @@ def one_each(out: Path, count: int) -> list[dict[str, object]]:
     return got
 
 
+async def wait_present(server: RedisServer, count: int, timeout: float = 20) -> None:
+    """Wait until ``count`` workers say they are there (so that the job's partitions
+    are shared out among all of them from its start)."""
+    client = redis.Redis.from_url(server.url)
+    try:
+        deadline = time.monotonic() + timeout
+        while await client.zcard("surefetch:{t}:workers") < count:
+            assert time.monotonic() < deadline, f"fewer than {count} workers in {timeout} s"
+            await asyncio.sleep(0.05)
+    finally:
+        await client.aclose()
+
+
 def lines_in(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
@@ -272,6 +285,7 @@ async def test_two_workers_fetch_every_url_once(
     urls = write_lines(tmp_path / "urls.txt", site.urls(count))
     out = tmp_path / "out.jsonl"
     workers = [await procs.worker(redis_server, f"w{k}") for k in range(2)]
+    await wait_present(redis_server, 2)
     args = coordinator_args(redis_server, urls, out, "--status-every", "60", quiet=False)
     code, _, err = await surefetch(*args, timeout=60)
     assert code == 0, err
@@ -306,6 +320,28 @@ async def test_sqlite_output_and_retry_failed_through_redis(
     assert all(site.hits[f"/p/{i}"] == 1 for i in range(300))  # not again
 
 
+async def test_one_coordinator_per_job(
+    tmp_path: Path, redis_server: RedisServer, site: Site, procs: Procs
+) -> None:
+    """A second coordinator of a running job is one line and exit 2 (after waiting
+    out a claim that a killed one might have left); the first finishes undisturbed."""
+    count = 1000
+    urls = write_lines(tmp_path / "urls.txt", site.urls(count, "/s/"))
+    out = tmp_path / "out.jsonl"
+    args = coordinator_args(redis_server, urls, out, "--concurrency", "4")
+    await procs.worker(redis_server, "w0")
+    first = await procs.start(*args, name="c1")
+    await wait_records(out, 50)
+    code, _, err = await surefetch(*coordinator_args(redis_server, urls, tmp_path / "o2.jsonl"))
+    assert code == 2, err
+    assert err.strip() == (
+        f"surefetch: error: job 't' has another coordinator running (at {redis_server.url});"
+        " one at a time"
+    ), err
+    assert await wait_exit(first, 60) == 0, procs.log("c1")
+    one_each(out, count)
+
+
 # -- faults -------------------------------------------------------------------------
 
 
@@ -319,6 +355,7 @@ async def test_killed_workers_and_coordinator_lose_nothing_and_repeat_nothing(
     out = tmp_path / "out.jsonl"
     args = coordinator_args(redis_server, urls, out, "--concurrency", "8")
     workers = [await procs.worker(redis_server, f"w{k}") for k in range(3)]
+    await wait_present(redis_server, 3)
     coordinator = await procs.start(*args, name="c1")
     await wait_records(out, 600)
     workers[0].kill()
@@ -348,6 +385,7 @@ async def test_stopped_workers_and_coordinator_give_back_what_they_did_not_start
     out = tmp_path / "out.jsonl"
     args = coordinator_args(redis_server, urls, out, "--concurrency", "6", "--lease", "30")
     workers = [await procs.worker(redis_server, f"w{k}") for k in range(2)]
+    await wait_present(redis_server, 2)
     coordinator = await procs.start(*args, name="c1")
     await wait_records(out, 500)
     workers[0].send_signal(signal.SIGTERM)
@@ -375,6 +413,7 @@ async def test_a_worker_frozen_past_its_lease_repeats_nothing(
     out = tmp_path / "out.jsonl"
     args = coordinator_args(redis_server, urls, out, "--concurrency", "6")
     workers = [await procs.worker(redis_server, f"w{k}") for k in range(2)]
+    await wait_present(redis_server, 2)
     coordinator = await procs.start(*args, name="c")
     await wait_records(out, 500)
     workers[0].send_signal(signal.SIGSTOP)
@@ -396,6 +435,7 @@ async def test_redis_restarted_without_its_data_loses_nothing(
     out = tmp_path / "out.jsonl"
     args = coordinator_args(redis_server, urls, out, "--concurrency", "8")
     workers = [await procs.worker(redis_server, f"w{k}") for k in range(2)]
+    await wait_present(redis_server, 2)
     coordinator = await procs.start(*args, name="c")
     await wait_records(out, 800)
     redis_server.stop()  # SIGKILL: no persistence, so all of the job's keys are gone
@@ -471,6 +511,7 @@ async def test_a_host_rate_holds_over_three_workers(
         out = tmp_path / "out.jsonl"
         for k in range(3):
             await procs.worker(redis_server, f"w{k}")
+        await wait_present(redis_server, 3)
         args = coordinator_args(redis_server, urls, out, "--rate", f"{rate}/s")
         code, _, err = await surefetch(*args, timeout=60)
     finally:

@@ -23,7 +23,7 @@ from ._loop import LOOPS
 from ._tune import concurrency_for, raise_open_files
 from .client import DEFAULT_USER_AGENT, Client
 from .cookies import COOKIE_MODES
-from .distributed import Distributed, RedisUnavailable, check_reachable
+from .distributed import Distributed, JobTaken, RedisUnavailable, check_reachable
 from .distributed import check_url as check_redis_url
 from .job import FetchJob, Job
 from .metrics import Metrics
@@ -1095,9 +1095,17 @@ def _run(fetch_job: FetchJob, *, grace: float, again: str, loop: str, display: D
         pass
     except KeyboardInterrupt:
         received.append(signal.SIGINT)
-    except (ExceptionGroup, OutputError, InputError, SinkError, OSError, RedisUnavailable) as exc:
+    except (
+        ExceptionGroup,
+        OutputError,
+        InputError,
+        SinkError,
+        OSError,
+        RedisUnavailable,
+        JobTaken,
+    ) as exc:
         leaf = _first_leaf(exc)
-        if isinstance(leaf, InputError | OutputError | RedisUnavailable):
+        if isinstance(leaf, InputError | OutputError | RedisUnavailable | JobTaken):
             error, code = str(leaf), EXIT_USAGE
         elif isinstance(leaf, OutputGone):
             error, code = str(leaf), 1

@@ -13,6 +13,8 @@ Every key of a job carries the hash tag ``{job}`` (one Redis Cluster slot)::
     surefetch:{job}:owners    hash: partition -> "worker expiry_ms" (renewable leases)
     surefetch:{job}:workers   sorted set: worker -> expiry_ms of its heartbeat
     surefetch:{job}:out       stream: the records workers send back
+    surefetch:{job}:coordinator   the running coordinator's claim (one at a time)
+    surefetch:{job}:rate:<host>   a host's rate gate (GCRA), for hosts with a pace
 
 A host belongs to one partition (by a hash of ``name:port``); a partition is owned by
 one worker at a time through a lease it renews on each heartbeat (a Lua script, times
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = [
     "GROUP",
     "Distributed",
+    "JobTaken",
     "Keys",
     "RedisUnavailable",
     "Results",
@@ -120,6 +123,7 @@ class Keys:
         self.owners = f"{base}:owners"
         self.workers = f"{base}:workers"
         self.out = f"{base}:out"
+        self.coordinator = f"{base}:coordinator"
         self._queue = f"{base}:q:"
         self._rate = f"{base}:rate:"
 
@@ -219,6 +223,33 @@ def redis_errors(*, replies: bool = False) -> tuple[type[Exception], ...]:
     return (*errors, aioredis.ResponseError) if replies else errors
 
 
+class JobTaken(SurefetchError):
+    """Another coordinator runs this job now (one at a time: each would start the job
+    again over the other's)."""
+
+
+#: How long a coordinator's claim on its job lasts unrenewed (renewed twice a second):
+#: a coordinator run after a SIGKILL waits this long at most.
+_CLAIM_MS = 3000
+
+# Take or renew the job's coordinator claim (ARGV[1]: this run's token): 1 if it is
+# this run's now, 0 if another run holds it.
+_CLAIM = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+
+_LET_GO = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[2], 'state', ARGV[2]) end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+
 class EpochLost(SurefetchError):
     """Redis no longer holds this epoch (it restarted without its data, or another
     coordinator started the job again)."""
@@ -253,6 +284,8 @@ class _Coordinator:
     fed: bool = False
     room: asyncio.Event = field(default_factory=asyncio.Event)
     news: asyncio.Event = field(default_factory=asyncio.Event)
+    #: This run's claim on the job.
+    token: str = field(default_factory=lambda: secrets.token_hex(8))
     #: Records per worker (for the summary), by the worker's name.
     by_worker: dict[str, int] = field(default_factory=dict)
 
@@ -399,9 +432,35 @@ class _Coordinator:
                 pipe.xdel(self.keys.queue(partition), *entries)
             await pipe.execute()
 
+    async def claim(self, *, wait: float = 0.0) -> None:
+        """Make the job this run's (waiting up to ``wait`` s for another's claim to
+        run out); :class:`JobTaken` if another coordinator holds it."""
+        script = self.redis.register_script(_CLAIM)
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + wait
+        while not await script(keys=[self.keys.coordinator], args=[self.token, _CLAIM_MS]):
+            if loop.time() >= give_up:
+                raise JobTaken(
+                    f"job {self.settings.job!r} has another coordinator running"
+                    f" (at {self.settings.url}); one at a time"
+                )
+            await asyncio.sleep(0.25)
+
+    async def let_go(self, state: str) -> None:
+        """Give the claim up (and set the job's ``state`` if given), if still ours."""
+        script = self.redis.register_script(_LET_GO)
+        await script(keys=[self.keys.coordinator, self.keys.meta], args=[self.token, state])
+
+    async def keep_claim(self) -> None:
+        while True:
+            await asyncio.sleep(_CLAIM_MS / 6000)
+            await self.claim()
+
     async def run_epoch(self, stopping: asyncio.Event) -> None:
+        await self.claim()
         await self.reset()
         async with asyncio.TaskGroup() as tg:
+            claim = tg.create_task(self.keep_claim())
             sender = tg.create_task(self.send())
             collector = tg.create_task(self.collect(stopping))
             halt = tg.create_task(stopping.wait())
@@ -411,6 +470,7 @@ class _Coordinator:
                 await collector
             sender.cancel()
             halt.cancel()
+            claim.cancel()
 
     async def run_epochs(self, stopping: asyncio.Event) -> None:
         """Epoch after epoch until every URL has its record (or a stop): a Redis
@@ -496,6 +556,12 @@ async def run_redis(
     bad_input: list[InputError] = []
     finished = False
     try:
+        # A coordinator killed just before leaves its claim for up to _CLAIM_MS.
+        await coordinator.claim(wait=_CLAIM_MS / 1000 + 1)
+    except BaseException:
+        await redis.aclose()
+        raise
+    try:
         async with asyncio.TaskGroup() as tg:
             feeder = tg.create_task(coordinator.feed(items, seen, done, bad_input))
             halt = tg.create_task(_stop_feeding(stopping, feeder))
@@ -509,9 +575,10 @@ async def run_redis(
             await coordinator.finish(completed=completed)
         finished = True
     finally:
-        if not finished:  # an error (the output's, say): the workers stop and wait
-            with contextlib.suppress(*redis_errors()):
-                await redis.hset(coordinator.keys.meta, "state", "stopped")
+        # After an error (the output's, say) the workers stop and wait; either way the
+        # claim goes, if it is still this run's.
+        with contextlib.suppress(*redis_errors()):
+            await coordinator.let_go(state="" if finished else "stopped")
         await redis.aclose()
     if bad_input:
         raise bad_input[0]
