@@ -408,8 +408,10 @@ class _Session:
             await self.redis.xadd(self.keys.out, {"r": entry})
 
     async def linger(self) -> None:
-        while True:
-            await asyncio.sleep(_LINGER)
+        # Ends with the session, never cancelled: a Redis command cancelled half way
+        # through (redis-py) can leave the worker stuck; the last records go after it.
+        while not self.stop.is_set():
+            await _sleep_or(self.stop, _LINGER)
             await self.send()
 
     async def give_back(self) -> None:
@@ -465,8 +467,7 @@ class _Session:
                 robots=config.robots,
                 scheduler=sched,
             )
-            await asyncio.wait((leases, reader))
-            ticker.cancel()
+            await asyncio.wait((leases, reader, ticker))
             if self.ended != "lost":
                 try:
                     await self.send()

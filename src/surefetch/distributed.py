@@ -284,6 +284,8 @@ class _Coordinator:
     fed: bool = False
     room: asyncio.Event = field(default_factory=asyncio.Event)
     news: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set when an epoch's tasks are to end.
+    over: asyncio.Event = field(default_factory=asyncio.Event)
     #: This run's claim on the job.
     token: str = field(default_factory=lambda: secrets.token_hex(8))
     #: Records per worker (for the summary), by the worker's name.
@@ -357,7 +359,7 @@ class _Coordinator:
     async def send(self) -> None:
         """Add admitted URLs to their partitions' streams, in pipelined batches."""
         keys = self.keys
-        while True:
+        while not self.over.is_set():
             if not self.unsent:
                 self.news.clear()
                 await self.news.wait()
@@ -452,25 +454,31 @@ class _Coordinator:
         await script(keys=[self.keys.coordinator, self.keys.meta], args=[self.token, state])
 
     async def keep_claim(self) -> None:
-        while True:
-            await asyncio.sleep(_CLAIM_MS / 6000)
-            await self.claim()
+        while not self.over.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.over.wait(), _CLAIM_MS / 6000)
+            if not self.over.is_set():
+                await self.claim()
 
     async def run_epoch(self, stopping: asyncio.Event) -> None:
         await self.claim()
         await self.reset()
         async with asyncio.TaskGroup() as tg:
-            claim = tg.create_task(self.keep_claim())
-            sender = tg.create_task(self.send())
+            tg.create_task(self.keep_claim())
+            tg.create_task(self.send())
             collector = tg.create_task(self.collect(stopping))
             halt = tg.create_task(stopping.wait())
             await asyncio.wait((collector, halt), return_when=asyncio.FIRST_COMPLETED)
             if halt.done() and not collector.done():
                 await self.redis.hset(self.keys.meta, "state", "stopped")
                 await collector
-            sender.cancel()
+            # The others end on their own, not cancelled in the middle of a Redis
+            # command (redis-py may not come back from that). (On an error the group
+            # cancels them: Redis is gone then.)
+            self.over.set()
+            self.news.set()
             halt.cancel()
-            claim.cancel()
+        self.over.clear()
 
     async def run_epochs(self, stopping: asyncio.Event) -> None:
         """Epoch after epoch until every URL has its record (or a stop): a Redis
