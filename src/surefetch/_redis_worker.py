@@ -55,8 +55,9 @@ log = logging.getLogger("surefetch.worker")
 #: Records per entry of the record stream, and the longest a record waits.
 _SEND_BATCH = 128
 _LINGER = 0.02
-#: How often a worker with no job looks again.
+#: How often a worker with no job looks again; how often a working one says how it goes.
 _POLL = 0.25
+_STATUS_EVERY = 10.0
 
 # Heartbeat: renew this worker's lease and its partitions', take free partitions up to
 # its fair share. Returns {fair share, state, partitions owned...}, or {-1} if the
@@ -601,10 +602,32 @@ async def _session_until(session: _Session, stop: asyncio.Event) -> None:
     """Run ``session`` until it ends or ``stop`` is set (then it ends gracefully)."""
     async with asyncio.TaskGroup() as tg:
         relay = tg.create_task(_relay(stop, session.stop))
+        status = tg.create_task(_status_lines(session))
         await session.run()
         relay.cancel()
+        status.cancel()
     if session.ended == "lost":
         await asyncio.sleep(0.5)  # then look for the job again
+
+
+async def _status_lines(session: _Session) -> None:
+    """What the worker does, every ``_STATUS_EVERY`` s (logged at info)."""
+    totals = session.totals
+    last, loop = totals.records, asyncio.get_running_loop()
+    since = loop.time()
+    while True:
+        await asyncio.sleep(_STATUS_EVERY)
+        now, records = loop.time(), totals.records
+        log.info(
+            "%s: %d records (%.0f/s), %d URLs in hand, %d partitions, %d reclaimed",
+            session.name,
+            records,
+            (records - last) / (now - since),
+            session.count,
+            len(session.owned),
+            totals.reclaimed,
+        )
+        last, since = records, now
 
 
 async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
