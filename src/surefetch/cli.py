@@ -753,7 +753,7 @@ def fetch(
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
     show_default=True,
-    help="info: joining a job, reclaimed URLs, Redis lost; debug: every record.",
+    help="info: joining a job, a status line every 10 s, reclaimed URLs, Redis lost.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No summary line at the end.")
 def worker(redis_url: str, job_name: str, loop_name: str, log_level: str, quiet: bool) -> None:
