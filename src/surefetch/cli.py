@@ -47,6 +47,16 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
+#: ``--loop``, the same for ``fetch`` and ``worker``.
+_LOOP_OPTION = click.option(
+    "--loop",
+    "loop_name",
+    type=click.Choice(LOOPS),
+    default="auto",
+    show_default=True,
+    help="Event loop: uvloop if installed (auto), or plain asyncio.",
+)
+
 EXIT_USAGE = 2
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
@@ -312,14 +322,7 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
     show_default="the number of cores",
     help="Processes that fetch, each with its own event loop and connections.",
 )
-@click.option(
-    "--loop",
-    "loop_name",
-    type=click.Choice(LOOPS),
-    default="auto",
-    show_default=True,
-    help="Event loop: uvloop if installed (auto), or plain asyncio.",
-)
+@_LOOP_OPTION
 @click.option(
     "--resolver",
     type=click.Choice(["async", "system"]),
@@ -740,14 +743,7 @@ def fetch(
     show_default=True,
     help="The job to work for (`fetch --job`).",
 )
-@click.option(
-    "--loop",
-    "loop_name",
-    type=click.Choice(LOOPS),
-    default="auto",
-    show_default=True,
-    help="Event loop: uvloop if installed (auto), or plain asyncio.",
-)
+@_LOOP_OPTION
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
