@@ -364,7 +364,7 @@ async def test_with_workers_each_host_is_resolved_in_one_process(
 ) -> None:
     """A host shared by --workers 2 sends its URLs to one worker (by hash) while the
     workers are about evenly loaded: its name is asked for once, not once per worker."""
-    names = [f"h{i}.test" for i in range(30)]
+    names = [f"h{i}.test" for i in range(31)]  # odd: round-robin would split each name
     urls = [f"http://{n}:{server.port}/p/{j}" for j in range(4) for n in names]
     listing = write_lines(tmp_path / "urls.txt", urls)
     out = tmp_path / "out.jsonl"
