@@ -22,7 +22,10 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-__all__ = ["WorkerProcess", "discard", "start_early", "start_workers"]
+__all__ = ["DEFAULT_WORKERS", "WorkerProcess", "discard", "start_early", "start_workers"]
+
+#: ``--workers``'s default (the CLI's option reads it from here, so the guess agrees).
+DEFAULT_WORKERS = os.cpu_count() or 1
 
 _COMMAND = (sys.executable, "-m", "surefetch._worker")
 _early: list[subprocess.Popen[bytes]] = []
@@ -43,7 +46,7 @@ def start_early(argv: Sequence[str]) -> None:
 def _workers_asked(args: Sequence[str]) -> int:
     """``--workers N`` as given (the last one wins, as in click), else the number of
     cores (the option's default); 0 when it is not a number (the CLI says why)."""
-    count = os.cpu_count() or 1
+    count = DEFAULT_WORKERS
     for i, arg in enumerate(args):
         if arg == "--":
             break

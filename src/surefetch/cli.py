@@ -20,6 +20,7 @@ from click.core import ParameterSource
 
 from . import __version__, _loop, logs
 from ._loop import LOOPS
+from ._spawn import DEFAULT_WORKERS
 from ._tune import concurrency_for, raise_open_files
 from .client import DEFAULT_USER_AGENT, Client
 from .cookies import COOKIE_MODES
@@ -318,7 +319,7 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    default=os.cpu_count() or 1,
+    default=DEFAULT_WORKERS,
     show_default="the number of cores",
     help="Processes that fetch, each with its own event loop and connections.",
 )
