@@ -33,6 +33,7 @@ from .distributed import (
     decode_config,
     decode_work,
     encode,
+    partition_of,
     redis_errors,
 )
 from .engine import Stats, run
@@ -135,8 +136,9 @@ end
 return out
 """
 
-# Put unstarted entries ARGV[3..] pending for consumer ARGV[2] back at the end of the
-# stream as new entries (so that their hand-out is not counted as a delivery).
+# Move unstarted entries ARGV[3..] of stream KEYS[1] pending for consumer ARGV[2] to
+# the end of stream KEYS[2] as new entries (not counted as a delivery): KEYS[2] is
+# KEYS[1] to hand them back, a host's own partition to hand them to its owner.
 _HANDBACK = """
 local n = 0
 for i = 3, #ARGV do
@@ -146,7 +148,7 @@ for i = 3, #ARGV do
     redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
     redis.call('XDEL', KEYS[1], ARGV[i])
     if e[1] then
-      redis.call('XADD', KEYS[1], '*', unpack(e[1][2]))
+      redis.call('XADD', KEYS[2], '*', unpack(e[1][2]))
       n = n + 1
     end
   end
@@ -252,6 +254,12 @@ class _Session:
     room: asyncio.Event = field(default_factory=asyncio.Event)
     #: Why the session ends: "" (asked to stop or the job stopped), "epoch", "lost".
     ended: str = ""
+    #: Shared hosts that pushed back here, to tell (key, seconds of pause left).
+    pushed: list[tuple[str, float]] = field(default_factory=list)
+    #: Hosts alone (one owner): True where this worker owns it, False where another.
+    alone: dict[str, bool] = field(default_factory=dict)
+    #: Entries held here of hosts another worker owns: to move to that one's partition.
+    moving: list[tuple[_Lease, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.credit = 2 * self.config.limits["concurrency"] + 32
@@ -294,7 +302,83 @@ class _Session:
                 owned.remove(p)
         self.owned = owned
         await self.renew_entries()
+        if self.config.share > 1:
+            await self.tell_pushed()
+            alone: list[Any] = await self.redis.hkeys(keys.alone)
+            self.settle(alone)
         return True
+
+    # -- shared hosts (config.share > 1) -------------------------------------------
+
+    def throttled(self, key: str, pause: float) -> None:
+        """The scheduler's word that shared host ``key`` pushed back here first."""
+        self.pushed.append((key, pause))
+
+    async def tell_pushed(self) -> None:
+        if self.pushed:
+            pushed, self.pushed = self.pushed, []
+            await self.redis.hset(self.keys.alone, mapping={k: p for k, p in pushed})
+
+    def settle(self, alone: list[bytes]) -> None:
+        """Each host alone is this worker's if it owns the host's own partition (and
+        reads it); otherwise what is queued of it here moves to that partition."""
+        sched = self.sched
+        assert sched is not None
+        for raw in alone:
+            key = raw.decode()
+            base = partition_of(key, self.partitions)
+            mine = base in self.owned and base not in self.releasing
+            if self.alone.get(key) is mine:
+                continue
+            self.alone[key] = mine
+            if mine:
+                host = sched.hosts.get(key)
+                if host is not None:
+                    host.away = False  # an earlier owner's again
+                sched.own(key)
+            else:
+                queued, _allowed = sched.disown(key)
+                for work in queued:
+                    self.away(key, work)
+
+    def away(self, key: str, work: tuple[Item, URL]) -> None:
+        """Work for a host another worker owns: its entry moves to the host's partition."""
+        item = work[0]
+        for lease in self.held.get(shown_url(item.url), ()):
+            if lease.item is item:
+                self.moving.append((lease, partition_of(key, self.partitions)))
+                return
+
+    async def move(self) -> None:
+        """Move the entries of hosts owned elsewhere to their hosts' partitions."""
+        if not self.moving:
+            return
+        moving, self.moving = self.moving, []
+        by_streams: dict[tuple[int, int], list[_Lease]] = {}
+        for lease, target in moving:
+            by_streams.setdefault((lease.partition, target), []).append(lease)
+        keys = self.keys
+        for (source, target), leases in by_streams.items():
+            await self.handback(
+                keys=[keys.queue(source), keys.queue(target)],
+                args=[GROUP, self.name, *(lease.entry for lease in leases)],
+            )
+            for lease in leases:
+                self.let_go(lease)
+
+    def let_go(self, lease: _Lease) -> None:
+        """Forget a lease that this worker will send no record for."""
+        url = shown_url(lease.item.url)
+        leases = self.held.get(url, [])
+        for i, held in enumerate(leases):
+            if held is lease:
+                del leases[i]
+                break
+        if not leases:
+            self.held.pop(url, None)
+        self.held_in[lease.partition] -= 1
+        self.count -= 1
+        self.room.set()
 
     async def renew_entries(self) -> None:
         """Reset the idle time of every entry held here (XCLAIM to itself, JUSTID: no
@@ -414,6 +498,7 @@ class _Session:
         while not self.stop.is_set():
             await _sleep_or(self.stop, _LINGER)
             await self.send()
+            await self.move()
 
     async def give_back(self) -> None:
         """Unstarted entries back to their streams; the partitions released."""
@@ -423,8 +508,9 @@ class _Session:
                 by_partition.setdefault(lease.partition, []).append(lease.entry)
         keys = self.keys
         for p, entries in by_partition.items():
+            queue = keys.queue(p)
             self.totals.handed_back += int(
-                await self.handback(keys=[keys.queue(p)], args=[GROUP, self.name, *entries])
+                await self.handback(keys=[queue, queue], args=[GROUP, self.name, *entries])
             )
         await self.leave()
 
@@ -444,8 +530,10 @@ class _Session:
         bodies = BodyStore(config.bodies) if config.bodies else None
         policy = config.politeness
         sched: Scheduler[tuple[Item, URL]] = Scheduler(
-            policy, policy.per_host or client.limits.per_host
+            policy, policy.per_host or client.limits.per_host, share=config.share
         )
+        sched.on_throttled = self.throttled
+        sched.on_away = self.away
         self.sched = sched
         assert isinstance(client, _GatedClient)
         client.rate_gate = self.pass_rate_gate

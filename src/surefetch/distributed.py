@@ -13,12 +13,19 @@ Every key of a job carries the hash tag ``{job}`` (one Redis Cluster slot)::
     surefetch:{job}:owners    hash: partition -> "worker expiry_ms" (renewable leases)
     surefetch:{job}:workers   sorted set: worker -> expiry_ms of its heartbeat
     surefetch:{job}:out       stream: the records workers send back
+    surefetch:{job}:alone     hash: shared hosts that pushed back -> one owner now
     surefetch:{job}:coordinator   the running coordinator's claim (one at a time)
     surefetch:{job}:rate:<host>   a host's rate gate (GCRA), for hosts with a pace
 
 A host belongs to one partition (by a hash of ``name:port``); a partition is owned by
 one worker at a time through a lease it renews on each heartbeat (a Lua script, times
-from Redis ``TIME``), so each host's politeness is decided in one process. An entry
+from Redis ``TIME``), so each host's politeness is decided in one process. As with
+``--workers N``, a host without a pace (no rate, a per-host limit that can be shared
+out, no robots.txt) is *shared* until it pushes back: its URLs are spread over
+``share`` partitions (*lanes*, ``share`` = the workers present when the epoch starts),
+each lane's owner fetching it with ``per_host // share``; once it pushes back (a 429
+or 503, or its circuit opens) it is *alone*: its new URLs go to its own partition,
+and the other lanes' owners move what they hold of it there. An entry
 is acknowledged (XACK, then XDEL) only once its record is durable in the output. The
 owner of a partition reclaims entries of dead workers that stayed idle longer than the
 lease (heartbeats reset the idle time of entries being fetched); an entry delivered
@@ -77,6 +84,8 @@ _ADMIT_BATCH = 512
 _READ_BATCH = 256
 #: How long a stopped coordinator waits for records once none have come.
 _QUIET = 2.0
+#: How often the coordinator checks its epoch and the hosts that pushed back.
+_LOOK_EVERY = 0.25
 #: How long the coordinator waits for a lost Redis to come back before giving up.
 _PATIENCE = 120.0
 
@@ -123,6 +132,7 @@ class Keys:
         self.owners = f"{base}:owners"
         self.workers = f"{base}:workers"
         self.out = f"{base}:out"
+        self.alone = f"{base}:alone"
         self.coordinator = f"{base}:coordinator"
         self._queue = f"{base}:q:"
         self._rate = f"{base}:rate:"
@@ -167,6 +177,13 @@ decode_config = msgspec.msgpack.Decoder(Config).decode
 
 def partition_of(host: str, partitions: int) -> int:
     return fingerprint(host) % partitions
+
+
+def lanes_of(host: str, partitions: int, share: int) -> tuple[int, ...]:
+    """The partitions a shared host's URLs are spread over (its own first), spaced
+    evenly so that they tend to have different owners."""
+    base = partition_of(host, partitions)
+    return tuple((base + j * partitions // share) % partitions for j in range(share))
 
 
 def _redis_module() -> Any:
@@ -259,6 +276,12 @@ class EpochLost(SurefetchError):
 class _Pending:
     partition: int
     wire: WireItem
+    host: str
+    name: str
+
+
+#: Hosts whose partitions are remembered at most (then the memo starts over).
+_LANES_KEPT = 100_000
 
 
 @dataclass
@@ -267,7 +290,7 @@ class _Coordinator:
 
     redis: Redis
     settings: Distributed
-    config: bytes
+    config: Config
     emit: Emit
     stats: Stats
     durable: Callable[[], int]
@@ -290,9 +313,30 @@ class _Coordinator:
     token: str = field(default_factory=lambda: secrets.token_hex(8))
     #: Records per worker (for the summary), by the worker's name.
     by_worker: dict[str, int] = field(default_factory=dict)
+    #: Lanes per shared host in this epoch (1: none is shared).
+    share: int = 1
+    #: Shared hosts that pushed back (each has one owner now), and each host's lanes.
+    alone: set[str] = field(default_factory=set)
+    lanes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.keys = Keys(self.settings.job)
+        policy = self.config.politeness
+        self.per_host = policy.per_host or self.config.limits["per_host"]
+
+    def partition_for(self, n: int, host: str, name: str) -> int:
+        """The partition URL number ``n`` of host ``host`` goes to."""
+        lanes = self.lanes.get(host)
+        if lanes is None:
+            if len(self.lanes) >= _LANES_KEPT:
+                self.lanes.clear()
+            partitions, share = self.settings.partitions, self.share
+            if host in self.alone or self.config.politeness.alone(host, name, self.per_host, share):
+                lanes = (partition_of(host, partitions),)
+            else:
+                lanes = lanes_of(host, partitions, share)
+            self.lanes[host] = lanes
+        return lanes[n % len(lanes)]
 
     async def count_emit(self, record: Record) -> None:
         self.emitted += 1
@@ -307,15 +351,17 @@ class _Coordinator:
         done: UrlIndex | None,
         bad_input: list[InputError],
     ) -> None:
-        window, partitions = self.settings.window, self.settings.partitions
+        window = self.settings.window
         async for batch in admitted(items, self.stats, self.count_emit, seen, done, bad_input):
-            for item, _target, host in batch:
+            for item, target, host in batch:
                 while len(self.outstanding) >= window:
                     self.room.clear()
                     await self.room.wait()
                 n = self.next_n
                 self.next_n += 1
-                self.outstanding[n] = _Pending(partition_of(host, partitions), _wire(item))
+                name = target.raw_host or ""
+                partition = self.partition_for(n, host, name)
+                self.outstanding[n] = _Pending(partition, _wire(item), host, name)
                 self.unsent.append(n)
                 self.stats.in_flight += 1
                 if len(self.unsent) >= _ADMIT_BATCH:
@@ -332,9 +378,14 @@ class _Coordinator:
         old = await self.redis.hget(keys.meta, "partitions")
         spread = max(settings.partitions, int(old) if old else 0)
         self.epoch = secrets.token_hex(6)
+        self.share = await self.workers_present()
+        self.lanes.clear()
+        for n, pending in self.outstanding.items():  # the lanes of this epoch's share
+            pending.partition = self.partition_for(n, pending.host, pending.name)
+        config = msgspec.structs.replace(self.config, share=self.share)
         pipe = self.redis.pipeline(transaction=True)
         queues = (keys.queue(p) for p in range(spread))
-        pipe.delete(keys.meta, keys.owners, keys.out, *queues)
+        pipe.delete(keys.meta, keys.owners, keys.out, keys.alone, *queues)
         for p in range(settings.partitions):
             pipe.xgroup_create(keys.queue(p), GROUP, id="0", mkstream=True)
         pipe.hset(
@@ -342,19 +393,36 @@ class _Coordinator:
             mapping={
                 "epoch": self.epoch,
                 "state": "running",
-                "config": self.config,
+                "config": encode(config),
                 "partitions": settings.partitions,
                 "lease_ms": int(settings.lease * 1000),
                 "deliveries": settings.deliveries,
             },
         )
+        if self.alone:
+            pipe.hset(keys.alone, mapping=dict.fromkeys(self.alone, 1))
         await pipe.execute()
         self.unsent = deque(sorted(self.outstanding))
         self.to_ack.clear()
         self.news.set()
         log.info(
-            "job %s: epoch %s, %d URLs outstanding", settings.job, self.epoch, len(self.unsent)
+            "job %s: epoch %s, %d URLs outstanding, %d lanes per shared host",
+            settings.job,
+            self.epoch,
+            len(self.unsent),
+            self.share,
         )
+
+    async def workers_present(self) -> int:
+        """The workers present now (waiting or working): the lanes of a shared host,
+        at most ``partitions`` and the per-host limit; 1 with robots.txt (each host is
+        fetched by one owner, its robots.txt once)."""
+        if self.config.robots:
+            return 1
+        seconds, micros = await self.redis.time()
+        now = seconds * 1000 + micros // 1000
+        present = int(await self.redis.zcount(self.keys.workers, now, "+inf"))
+        return max(1, min(present, self.settings.partitions, self.per_host))
 
     async def send(self) -> None:
         """Add admitted URLs to their partitions' streams, in pipelined batches."""
@@ -379,11 +447,15 @@ class _Coordinator:
         keys, redis = self.keys, self.redis
         last: Any = "0-0"
         quiet = 0.0
+        loop = asyncio.get_running_loop()
+        look_due = 0.0
         while self.outstanding or not self.fed:
             if stopping.is_set() and quiet >= _QUIET:
                 return
             answer: Any = await redis.xread({keys.out: last}, count=_READ_BATCH, block=250)
-            await self._check_epoch()
+            if not answer or loop.time() >= look_due:
+                look_due = loop.time() + _LOOK_EVERY
+                await self.look()
             if not answer:
                 quiet += 0.25
                 await self.ack()
@@ -398,9 +470,20 @@ class _Coordinator:
             self.room.set()
             await self.ack()
 
-    async def _check_epoch(self) -> None:
-        if await self.redis.hget(self.keys.meta, "epoch") != self.epoch.encode():
+    async def look(self) -> None:
+        """Check that Redis still holds this epoch, and learn the shared hosts that
+        pushed back (their new URLs go to their own partition from now on)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(self.keys.meta, "epoch")
+        pipe.hkeys(self.keys.alone)
+        epoch, alone = await pipe.execute()
+        if epoch != self.epoch.encode():
             raise EpochLost(f"Redis no longer holds epoch {self.epoch}")
+        for raw in alone:
+            host = raw.decode()
+            if host not in self.alone:
+                self.alone.add(host)
+                self.lanes.pop(host, None)
 
     async def _take(self, results: Results) -> None:
         if results.epoch != self.epoch:
@@ -504,7 +587,7 @@ class _Coordinator:
             # Kept a minute (empty by now), so that workers see "done" and exit.
             pipe.hset(keys.meta, mapping={"state": "done"})
             pipe.hdel(keys.meta, "config")
-            for key in (keys.meta, keys.owners, keys.out):
+            for key in (keys.meta, keys.owners, keys.out, keys.alone):
                 pipe.expire(key, 60)
             for p in range(self.settings.partitions):
                 pipe.expire(keys.queue(p), 60)
@@ -558,7 +641,7 @@ async def run_redis(
     stats = stats if stats is not None else Stats()
     stopping = stop if stop is not None else asyncio.Event()
     redis = await connect(settings.url)
-    coordinator = _Coordinator(redis, settings, encode(config), emit, stats, durable)
+    coordinator = _Coordinator(redis, settings, config, emit, stats, durable)
     if by_worker is not None:
         coordinator.by_worker = by_worker
     bad_input: list[InputError] = []
