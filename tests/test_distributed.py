@@ -6,6 +6,7 @@ restarted mid-run: every URL still gets exactly one record."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import shutil
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 from aiohttp import web
 
@@ -531,6 +533,68 @@ async def test_a_host_rate_holds_over_three_workers(
         assert (await client.info("commandstats"))["cmdstat_evalsha"]["calls"] >= count
     finally:
         await client.aclose()
+
+
+async def test_a_shared_host_is_spread_over_workers_until_it_pushes_back(
+    tmp_path: Path, redis_server: RedisServer, procs: Procs
+) -> None:
+    """One host without a rate, 2 workers: both fetch it (its URLs spread over two
+    lanes) until it answers a 429; then it has one owner, and the other worker moves
+    what it held of it there: after the next heartbeats every request comes from one
+    worker. One record per URL; only the one 429."""
+    count = 1200
+    arrivals: list[tuple[float, int]] = []  # (time, the client's port)
+    pushed_back: list[float] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        arrivals.append((time.monotonic(), peer[1] if peer else 0))
+        if len(arrivals) == 200:
+            pushed_back.append(time.monotonic())
+            return web.Response(status=429)
+        await asyncio.sleep(0.02)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{n}", handle)
+    runner, port = await start_app(app)
+    ports: dict[int, int] = {}  # the client's port -> which worker
+
+    async def whose_ports(pids: list[int]) -> None:
+        while True:
+            for k, pid in enumerate(pids):
+                with contextlib.suppress(psutil.Error):
+                    for conn in psutil.Process(pid).net_connections("tcp"):
+                        if conn.raddr and conn.raddr.port == port:
+                            ports[conn.laddr.port] = k
+            await asyncio.sleep(0.01)
+
+    try:
+        urls = write_lines(
+            tmp_path / "urls.txt", [f"http://127.0.0.1:{port}/{i}" for i in range(count)]
+        )
+        out = tmp_path / "out.jsonl"
+        workers = [await procs.worker(redis_server, f"w{k}") for k in range(2)]
+        await wait_present(redis_server, 2)
+        args = coordinator_args(
+            redis_server, urls, out, "--concurrency", "8", "--per-host", "8", "--no-adaptive",
+            "--retries", "0",
+        )  # fmt: skip
+        async with asyncio.TaskGroup() as tg:
+            watcher = tg.create_task(whose_ports([w.pid for w in workers]))
+            code, _, err = await surefetch(*args, timeout=60)
+            watcher.cancel()
+    finally:
+        await runner.cleanup()
+    assert code == 0, err
+    statuses = Counter(r["status"] for r in one_each(out, count))
+    assert statuses == {200: count - 1, 429: 1}, statuses
+    assert len(pushed_back) == 1
+    before = {ports.get(p) for t, p in arrivals if t < pushed_back[0]}
+    after = {ports.get(p) for t, p in arrivals if t > pushed_back[0] + 2.0}
+    assert before == {0, 1}, before  # shared
+    assert len(after) == 1 and None not in after, after  # one owner
+    assert len([t for t, _ in arrivals if t > pushed_back[0] + 2.0]) > 100
 
 
 async def test_the_rate_gate_holds_a_rate_over_many_clients(redis_server: RedisServer) -> None:
