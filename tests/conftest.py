@@ -17,6 +17,33 @@ from aiohttp import web
 
 pytest_plugins = ["tests.faults"]
 
+#: The transports a module that asks for the ``transport`` fixture runs its tests over.
+TRANSPORTS = ["aiohttp", "auto"]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test over each transport: every request through aiohttp, and ``auto``
+    (plain-HTTP GET/HEAD through the lean transport): Clients made without one, and
+    the command (``SUREFETCH_TRANSPORT``) in processes the test starts."""
+    import surefetch.client
+
+    monkeypatch.setattr(surefetch.client, "DEFAULT_TRANSPORT", request.param)
+    monkeypatch.setenv("SUREFETCH_TRANSPORT", request.param)
+    return str(request.param)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``aiohttp_only`` run over the aiohttp transport only."""
+    items[:] = [
+        item
+        for item in items
+        if not (
+            item.get_closest_marker("aiohttp_only")
+            and getattr(getattr(item, "callspec", None), "params", {}).get("transport") == "auto"
+        )
+    ]
+
 
 @dataclass
 class Tracker:

@@ -25,6 +25,8 @@ from surefetch import (
 
 from .conftest import Server
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 
 def client_sockets(port: int) -> list[object]:
     """This process's TCP connections *to* the test server (the client side)."""

@@ -25,6 +25,8 @@ from .conftest import HOSTS, Server
 from .faults import _reset, _Server
 from .helpers import SUREFETCH, records, write_lines
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 
 

@@ -22,7 +22,7 @@ from surefetch import (
 from .conftest import Server
 from .faults import Blackhole, FaultServer
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("transport")]
 
 NO_RETRY = RetryPolicy(retries=0)
 

@@ -25,6 +25,8 @@ from surefetch.resolve import parse_server, parse_servers
 from .conftest import Server, start_app
 from .helpers import records, surefetch, write_lines
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 UNSPEC = socket.AF_UNSPEC
 NO_RETRY = RetryPolicy(retries=0)
 

@@ -42,7 +42,7 @@ from .faults import TLSServer, _Server
 from .helpers import records, spawn, surefetch, wait_for_requests, write_lines
 from .test_dns import DNSServer, start_dns
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("transport")]
 
 NO_RETRY = RetryPolicy(retries=0)
 QUICK = Timeouts(total=5, connect=2, read=3)

@@ -22,7 +22,7 @@ from . import __version__, _loop, logs
 from ._loop import LOOPS
 from ._spawn import DEFAULT_WORKERS
 from ._tune import concurrency_for, raise_open_files
-from .client import DEFAULT_USER_AGENT, Client
+from .client import DEFAULT_USER_AGENT, TRANSPORTS, Client
 from .cookies import COOKIE_MODES
 from .distributed import Distributed, JobTaken, RedisUnavailable, check_reachable
 from .distributed import check_url as check_redis_url
@@ -396,6 +396,16 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
     help="Oldest TLS version accepted.",
 )
 @click.option(
+    "--transport",
+    type=click.Choice(TRANSPORTS),
+    default="auto",
+    show_default=True,
+    envvar="SUREFETCH_TRANSPORT",
+    help="auto: plain-HTTP GET/HEAD by the lean transport (httptools), the rest by"
+    " aiohttp; fast: the same, an error with a proxy or cookies; aiohttp: all by aiohttp."
+    " Also $SUREFETCH_TRANSPORT.",
+)
+@click.option(
     "--cookies",
     type=click.Choice(COOKIE_MODES),
     default="off",
@@ -562,6 +572,7 @@ def fetch(
     key: str | None,
     insecure: bool,
     tls_min: str | None,
+    transport: str,
     cookies: str,
     proxy: str | None,
     proxy_from_env: bool,
@@ -705,6 +716,7 @@ def fetch(
             proxy=proxies,
             cookies="per-host" if cookies == "per-host" else "off",
             netrc=netrc_file or use_netrc,
+            transport=transport,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -24,7 +24,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from . import __version__
-from ._connector import Connector
+from ._connector import Connector, Handover, StaleConnection
 from ._deadlines import Deadlines
 from .cookies import cookie_jar
 from .errors import (
@@ -36,10 +36,12 @@ from .errors import (
     InvalidURLError,
     ReadTimeoutError,
     RunStopped,
+    TooManyRedirectsError,
     TotalTimeoutError,
     classify,
     cuts_body,
     is_parser_error,
+    said,
 )
 from .network import NetworkPolicy
 from .policy import Limits, RetryPolicy, Timeouts, parse_retry_after
@@ -49,15 +51,34 @@ from .resolve import DNS, Resolver
 from .tls import TLS
 
 if TYPE_CHECKING:
+    from ._fast import FastTransport
     from .engine import RecordStream
     from .polite import Politeness
     from .sources import Item
 
-__all__ = ["DEFAULT_USER_AGENT", "AttemptEvent", "Client", "Response", "check_url"]
+__all__ = [
+    "DEFAULT_USER_AGENT",
+    "TRANSPORTS",
+    "AttemptEvent",
+    "Client",
+    "Response",
+    "check_url",
+]
 
 log = logging.getLogger("surefetch.client")
 
 DEFAULT_USER_AGENT: Final = f"surefetch/{__version__} (+aiohttp)"
+
+#: How requests go out (``Client(transport=...)``, ``--transport``):
+#:
+#: - ``auto``: plain-HTTP GET and HEAD through the lean transport (surefetch._fast,
+#:   httptools), everything else through aiohttp; all through aiohttp when a proxy
+#:   or cookies are set, or httptools is missing;
+#: - ``fast``: the same, but a proxy, cookies or a missing httptools is an error;
+#: - ``aiohttp``: every request through aiohttp.
+TRANSPORTS: Final = ("auto", "fast", "aiohttp")
+#: The transport of a Client made without one (the tests run their suite over each).
+DEFAULT_TRANSPORT = "auto"
 
 
 def _warn_if_slow_parser() -> None:
@@ -209,6 +230,26 @@ class Response:
         return f"<Response {self.status} {self.url} {len(self.body)} bytes>"
 
 
+def charset_of(content_type: str) -> str | None:
+    """The ``charset`` parameter of a Content-Type value, if any."""
+    if ";" not in content_type:
+        return None
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').strip("'") or None
+    return None
+
+
+def lean_transport_missing() -> str | None:
+    """Why the lean transport cannot run here (None: it can)."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return "without httptools: pip install 'surefetch[fast]'"
+    return None
+
+
 #: Charset name (as servers send it) -> Python codec name.
 _CODECS: dict[str, str] = {}
 
@@ -276,6 +317,7 @@ class Client:
         proxy: Proxies | None = None,
         cookies: Literal["off", "per-host"] = "off",
         netrc: bool | str = False,
+        transport: str | None = None,
     ) -> None:
         self.limits = limits or Limits()
         #: Which addresses may be connected (:class:`~surefetch.NetworkPolicy`; by
@@ -316,6 +358,10 @@ class Client:
         self._netrc: dict[str, str] | None = None
         if netrc:
             self.netrc, self._netrc = _read_netrc(None if netrc is True else netrc)
+        #: The transport asked for (:data:`TRANSPORTS`), and whether the lean one is used.
+        self.transport = transport or DEFAULT_TRANSPORT
+        self.lean = self._lean_transport(self.transport)
+        self._fast: FastTransport | None = None
         #: Called with every :class:`AttemptEvent` (e.g. to export metrics).
         self.on_event = on_event
         self._session: aiohttp.ClientSession | None = None
@@ -326,6 +372,24 @@ class Client:
         self._inflight = 0
         self._idle = asyncio.Event()
         self._streams: set[asyncio.Task[None]] = set()
+
+    def _lean_transport(self, transport: str) -> bool:
+        """Whether requests it takes go through the lean transport; ``ValueError`` for
+        ``fast`` with what it cannot do."""
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
+        if transport == "aiohttp":
+            return False
+        why = None
+        if self.proxy is not None:
+            why = "proxies"
+        elif self.cookies != "off":
+            why = "cookies"
+        elif (missing := lean_transport_missing()) is not None:
+            why = missing
+        if why is not None and transport == "fast":
+            raise ValueError(f"the fast transport does not do {why}; use transport auto")
+        return why is None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -367,8 +431,35 @@ class Client:
         # here, so that ``attempts`` counts every request sent. (There is no public
         # switch; aiohttp's own test client turns it off the same way.)
         self._session._retry_connection = False
+        if self.lean:
+            self._fast = self._open_fast(self._loop, self._deadlines, self._resolver)
         self._idle.set()
         return self
+
+    def _open_fast(
+        self, loop: asyncio.AbstractEventLoop, deadlines: Deadlines, resolver: Resolver
+    ) -> FastTransport:
+        from ._fast import FastTransport, Pool
+
+        limits = self.limits
+        pool = Pool(
+            loop,
+            deadlines,
+            resolver,
+            self.network,
+            limit=limits.concurrency,
+            limit_per_host=limits.per_host,
+            idle_hosts=max(1, limits.concurrency // limits.per_host),
+            connect_timeout=self.timeouts.connect,
+        )
+        return FastTransport(
+            pool,
+            headers=self._headers,
+            scoped=self._scoped,
+            unscoped=_UNSCOPED,
+            max_body=limits.max_body,
+            max_redirects=limits.max_redirects,
+        )
 
     async def __aexit__(
         self,
@@ -393,6 +484,8 @@ class Client:
                 await asyncio.wait(list(self._streams))
             await self._idle.wait()
         finally:
+            if self._fast is not None:
+                self._fast.close()
             if session is not None:
                 await session.close()
             if self._resolver is not None:
@@ -427,6 +520,7 @@ class Client:
             },
             "cookies": self.cookies,
             "netrc": self.netrc,
+            "transport": self.transport,
         }
 
     @property
@@ -620,7 +714,7 @@ class Client:
         while True:
             try:
                 return await self._exchange(session, method, url, headers, data, task, cancelling)
-            except _StaleConnection as stale:
+            except StaleConnection as stale:
                 # The server had closed that pooled connection: it never saw the
                 # request. Send it again at once on another (at most once per
                 # connection the host's pool can hold); this is not an attempt.
@@ -638,14 +732,82 @@ class Client:
         task: asyncio.Task[Any],
         cancelling: int,
     ) -> Response:
-        """One request and its whole response, under the total and read deadlines."""
+        """One request and its whole response, under the total and read deadlines,
+        through the lean transport when it takes the request, else through aiohttp."""
+        deadlines = self._deadlines
+        assert deadlines is not None  # set with the session
+        deadlines.start(task)
+        try:
+            fast = self._fast
+            if fast is not None and fast.takes(method, url, data):
+                try:
+                    return await self._fast_exchange(fast, method, url, headers, task)
+                except Handover as handover:  # a redirect to https, or a header to refuse
+                    return await self._aiohttp_exchange(
+                        session, method, handover.url, headers, data, task,
+                        before=handover.redirects, left=handover.left,
+                    )  # fmt: skip
+            return await self._aiohttp_exchange(session, method, url, headers, data, task)
+        except asyncio.CancelledError:
+            timed_out = deadlines.timed_out(task, cancelling)
+            if timed_out is None:
+                raise
+            if timed_out == "total":
+                raise TotalTimeoutError("the attempt took longer than the total timeout") from None
+            raise ReadTimeoutError("no data from the server within the read timeout") from None
+        finally:
+            deadlines.finish(task)
+
+    async def _fast_exchange(
+        self,
+        fast: FastTransport,
+        method: str,
+        url: URL,
+        headers: Mapping[str, str] | None,
+        task: asyncio.Task[Any],
+    ) -> Response:
+        try:
+            status, headers_in, final, body, redirects = await fast.exchange(
+                method, url, headers, task
+            )
+        except (FetchError, StaleConnection, Handover):
+            raise
+        except Exception as exc:  # a bug: the lean transport raises nothing else
+            log.error("internal error fetching %s", url, exc_info=exc)
+            raise InternalError(said(f"unexpected {type(exc).__name__}", exc)) from exc
+        content_type = headers_in.get("Content-Type")
+        return Response(
+            method=method,
+            status=status,
+            headers=headers_in,
+            url=final,
+            body=body,
+            charset=charset_of(content_type) if content_type else None,
+            redirects=redirects,
+            attempts=1,
+            elapsed=0.0,
+        )
+
+    async def _aiohttp_exchange(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: URL,
+        headers: Mapping[str, str] | None,
+        data: bytes | str | None,
+        task: asyncio.Task[Any],
+        *,
+        before: int = 0,
+        left: bool = False,
+    ) -> Response:
+        """The attempt through aiohttp: from ``url``, after ``before`` redirects that the
+        lean transport followed (``left``: they left the origin)."""
         limits = self.limits
         deadlines = self._deadlines
         assert deadlines is not None and self._connector is not None  # set with the session
         hop = None
         if self._scoped or headers or self._hop_proxies is not None:
-            hop = (_Hop(url, self._scoped, headers, self._hop_proxies),)
-        deadlines.start(task)
+            hop = (_Hop(url, self._scoped, headers, self._hop_proxies, left=left),)
         answered = False
         try:
             async with (
@@ -656,7 +818,7 @@ class Client:
                     data=data,
                     allow_redirects=True,
                     # aiohttp raises when it *receives* redirect number max_redirects.
-                    max_redirects=limits.max_redirects + 1,
+                    max_redirects=limits.max_redirects + 1 - before,
                     middlewares=hop,
                 ) as resp,
             ):
@@ -681,7 +843,7 @@ class Client:
                     resp.close()
                     exc.status = resp.status
                     exc.final_url = str(resp.url)
-                    exc.redirects = len(resp.history)
+                    exc.redirects = len(resp.history) + before
                     exc.content_type = resp.headers.get("Content-Type")
                     raise
                 return Response(
@@ -691,28 +853,22 @@ class Client:
                     url=resp.url,
                     body=body,
                     charset=resp.charset,
-                    redirects=len(resp.history),
+                    redirects=len(resp.history) + before,
                     attempts=1,
                     elapsed=0.0,
                 )
-        except asyncio.CancelledError:
-            timed_out = deadlines.timed_out(task, cancelling)
-            if timed_out is None:
-                raise
-            if timed_out == "total":
-                raise TotalTimeoutError("the attempt took longer than the total timeout") from None
-            raise ReadTimeoutError("no data from the server within the read timeout") from None
-        except FetchError:
+        except (FetchError, asyncio.CancelledError):
             raise
         except Exception as exc:
             error = classify(exc)
             if isinstance(error, InternalError):
                 log.error("internal error fetching %s", url, exc_info=exc)
             elif not answered and error.kind in _STALE_KINDS and task in self._connector.reused:
-                raise _StaleConnection(error) from exc
+                raise StaleConnection(error) from exc
+            elif before and isinstance(error, TooManyRedirectsError):
+                error = _too_many_redirects(error, before)
             raise error from exc
         finally:
-            deadlines.finish(task)
             self._connector.reused.discard(task)
 
     # -- bulk --------------------------------------------------------------------
@@ -771,12 +927,14 @@ class _Hop:
         names: tuple[str, ...],
         given: Mapping[str, str] | None,
         proxies: Proxies | None,
+        *,
+        left: bool = False,
     ) -> None:
         self.origin = (url.scheme, url.raw_host, url.port)
         self.names = names
         self.given = given
         self.proxies = proxies
-        self.left = False
+        self.left = left
 
     async def __call__(
         self,
@@ -832,6 +990,7 @@ def connection_options(settings: Mapping[str, Any]) -> dict[str, Any]:
         ),
         "cookies": settings["cookies"],
         "netrc": settings["netrc"] or False,
+        "transport": settings.get("transport"),
     }
 
 
@@ -934,12 +1093,17 @@ async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
 _STALE_KINDS: Final = frozenset({"server_disconnected", "connection_reset"})
 
 
-class _StaleConnection(Exception):
-    """A request failed on a pooled connection before any answer came."""
-
-    def __init__(self, error: FetchError) -> None:
-        super().__init__(error.message)
-        self.error = error
+def _too_many_redirects(error: TooManyRedirectsError, before: int) -> TooManyRedirectsError:
+    """aiohttp's too_many_redirects, counted from the attempt's first URL: the lean
+    transport had followed ``before`` redirects when it handed the chain over."""
+    followed = error.redirects + before
+    location = error.message.rpartition("(next: ")[2].rstrip(")")
+    counted = TooManyRedirectsError(f"gave up after {followed} redirects (next: {location})")
+    counted.redirects = followed
+    counted.status = error.status
+    counted.final_url = error.final_url
+    counted.content_type = error.content_type
+    return counted
 
 
 def _annotate(exc: FetchError, attempts: int, started: float) -> None:

@@ -85,8 +85,11 @@ __all__ = [
     "TotalTimeoutError",
     "WorkerLostError",
     "classify",
+    "connect_failure",
     "cuts_body",
+    "dns_failure",
     "is_parser_error",
+    "said",
 ]
 
 
@@ -359,9 +362,9 @@ def _detail(exc: BaseException) -> str:
     return text if any(c.isalnum() for c in text) else ""
 
 
-def _said(summary: str, exc: BaseException) -> str:
+def said(summary: str, exc: BaseException | str) -> str:
     """``summary``, then what ``exc`` says, if it says anything (never a bare type)."""
-    detail = _detail(exc)
+    detail = exc if isinstance(exc, str) else _detail(exc)
     return f"{summary}: {detail}" if detail else summary
 
 
@@ -416,7 +419,7 @@ def _tls_error(exc: BaseException) -> TLSError:
         if reason in _TLS_REASONS:
             return TLSError(_TLS_REASONS[reason])
         return TLSError(f"TLS handshake failed: {reason.lower().replace('_', ' ')}")
-    return TLSError(_said("TLS handshake failed", exc))
+    return TLSError(said("TLS handshake failed", exc))
 
 
 _OUT_OF_FILES: Final = (
@@ -485,15 +488,31 @@ def is_parser_error(exc: BaseException) -> bool:
     return isinstance(exc, HttpProcessingError)
 
 
-def _dns_message(exc: aiohttp.ClientConnectorDNSError) -> str:
-    """Which host did not resolve, and why: c-ares's error code in words (aiohttp keeps
-    only its text, in an ``OSError`` raised from it), else what the resolver said."""
-    failed = f"host name {exc.host} did not resolve"
+def dns_failure(host: str, exc: BaseException, source: BaseException | None = None) -> DNSError:
+    """``host`` did not resolve, and why: c-ares's error code in words (aiohttp keeps
+    only its text, in an ``OSError`` raised from it), else what the resolver said
+    (``source``, else the innermost cause of ``exc``)."""
+    failed = f"host name {host} did not resolve"
     for link in _chain(exc):
         if isinstance(link, _ARES_ERRORS) and link.args and isinstance(link.args[0], int):
             reason = _ARES_REASONS.get(link.args[0])
-            return f"{failed}: {reason}" if reason else _said(f"{failed} (c-ares)", link)
-    return _said(failed, _source(exc))
+            return DNSError(f"{failed}: {reason}" if reason else said(f"{failed} (c-ares)", link))
+    return DNSError(said(failed, source or _root(exc)))
+
+
+def connect_failure(host: str, port: int | None, exc: OSError) -> ConnectError:
+    """A TCP connect to ``host``:``port`` that failed with ``exc`` (not over TLS)."""
+    root = _root(exc)
+    if exc.errno == errno.ECONNREFUSED or isinstance(root, ConnectionRefusedError):
+        return ConnectRefusedError(f"connection refused by {host}:{port}")
+    if isinstance(root, TimeoutError):
+        return ConnectTimeoutError(f"connect to {host}:{port} timed out")
+    failed = f"cannot connect to {host}:{port}"
+    if _out_of_files(exc) or _out_of_files(root):
+        return ConnectFailedError(f"{failed}: {_OUT_OF_FILES}")
+    if exc.strerror:
+        return ConnectFailedError(f"{failed}: {exc.strerror}")
+    return ConnectFailedError(said(failed, root))
 
 
 def classify(exc: BaseException) -> FetchError:
@@ -506,11 +525,11 @@ def classify(exc: BaseException) -> FetchError:
     if isinstance(exc, FetchError):
         return exc
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return ConnectTimeoutError(_said("connect did not complete in time", exc))
+        return ConnectTimeoutError(said("connect did not complete in time", exc))
     if isinstance(exc, aiohttp.SocketTimeoutError):
         return ReadTimeoutError("no data from the server within the read timeout")
     if isinstance(exc, aiohttp.ServerTimeoutError):
-        return ReadTimeoutError(_said("server timed out", exc))
+        return ReadTimeoutError(said("server timed out", exc))
     if isinstance(exc, TimeoutError):
         return TotalTimeoutError("the attempt took longer than the total timeout")
     if isinstance(exc, aiohttp.TooManyRedirects):
@@ -526,19 +545,19 @@ def classify(exc: BaseException) -> FetchError:
     if isinstance(
         exc, aiohttp.NonHttpUrlRedirectClientError | aiohttp.InvalidUrlRedirectClientError
     ):
-        return RedirectBlockedError(_said("redirect to a URL that is not http(s)", exc))
+        return RedirectBlockedError(said("redirect to a URL that is not http(s)", exc))
     if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
-        return InvalidURLError(_said("not a fetchable URL", exc))
+        return InvalidURLError(said("not a fetchable URL", exc))
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return _tls_error(exc.certificate_error)
     if isinstance(exc, aiohttp.ClientSSLError):
         return _tls_error(_source(exc))
     if isinstance(exc, aiohttp.ServerFingerprintMismatch):
-        return TLSError(_said("TLS handshake failed", exc))
+        return TLSError(said("TLS handshake failed", exc))
     if isinstance(exc, ssl.SSLError):
         return _tls_error(_root(exc))
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return DNSError(_dns_message(exc))
+        return dns_failure(exc.host, exc, _source(exc))
     if isinstance(exc, aiohttp.ClientConnectorError):
         root = _root(exc)
         if isinstance(root, ssl.SSLError):
@@ -550,39 +569,35 @@ def classify(exc: BaseException) -> FetchError:
                 f"the server {how} the connection during the TLS handshake with"
                 f" {exc.host}:{exc.port}; is this an HTTPS port?"
             )
-        if exc.errno == errno.ECONNREFUSED or isinstance(root, ConnectionRefusedError):
-            return ConnectRefusedError(f"connection refused by {exc.host}:{exc.port}")
-        if isinstance(root, TimeoutError):
-            return ConnectTimeoutError(f"connect to {exc.host}:{exc.port} timed out")
-        failed = f"cannot connect to {exc.host}:{exc.port}"
-        if _out_of_files(exc) or _out_of_files(root):
-            return ConnectFailedError(f"{failed}: {_OUT_OF_FILES}")
-        if exc.strerror:
-            return ConnectFailedError(f"{failed}: {exc.strerror}")
-        return ConnectFailedError(_said(failed, _source(exc)))
+        failure = connect_failure(exc.host, exc.port, exc.os_error)
+        if isinstance(failure, ConnectFailedError) and not exc.strerror:
+            # What aiohttp wraps may say nothing; its innermost cause often does.
+            failed = f"cannot connect to {exc.host}:{exc.port}"
+            return ConnectFailedError(said(failed, _source(exc)))
+        return failure
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return ServerDisconnectedError("server closed the connection without a complete response")
     if isinstance(exc, aiohttp.ClientPayloadError):
         if _is_reset(exc):
-            return PeerResetError(_said("connection reset by the server mid-body", exc))
-        return PayloadError(_said("response body is broken", _root(exc)))
+            return PeerResetError(said("connection reset by the server mid-body", exc))
+        return PayloadError(said("response body is broken", _root(exc)))
     if isinstance(exc, aiohttp.ClientResponseError | HttpProcessingError):
         # raise_for_status is never used, so this is the parser rejecting the response
         # (the pure-Python parser lets its own HttpProcessingError through unwrapped).
-        said = exc if _detail(exc) else _root(exc)
+        telling = exc if _detail(exc) else _root(exc)
         if _is_body_error(exc):
-            return PayloadError(_said("response body is broken", said))
-        return ProtocolError(_said("malformed response", said))
+            return PayloadError(said("response body is broken", telling))
+        return ProtocolError(said("malformed response", telling))
     if isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
-        return PeerResetError(_said("connection reset by the server", exc))
+        return PeerResetError(said("connection reset by the server", exc))
     if isinstance(exc, aiohttp.ClientOSError | OSError):
         if _out_of_files(exc):
             return ConnectFailedError(_OUT_OF_FILES)
         if exc.errno in _RESET_ERRNOS:
-            return PeerResetError(_said("connection reset by the server", exc))
-        return ConnectFailedError(_said("network error", exc))
+            return PeerResetError(said("connection reset by the server", exc))
+        return ConnectFailedError(said("network error", exc))
     if isinstance(exc, aiohttp.ClientConnectionError):
-        return ServerDisconnectedError(_said("connection lost", exc))
+        return ServerDisconnectedError(said("connection lost", exc))
     if isinstance(exc, asyncio.CancelledError):  # pragma: no cover - callers re-raise it
         raise exc
-    return InternalError(_said(f"unexpected {type(exc).__name__}", exc))
+    return InternalError(said(f"unexpected {type(exc).__name__}", exc))
