@@ -332,6 +332,7 @@ class _Connection(asyncio.Protocol):
             error = BodyTooLargeError(f"Content-Length {declared} exceeds max_body {self.limit}")
             raise error
         if self.is_head:
+            self.keep_alive = self.parser.should_keep_alive()
             raise _HeadEnd
         encoding = headers.get("Content-Encoding")
         if encoding is not None:
@@ -391,7 +392,7 @@ class Pool:
         limit_per_host: int,
         idle_hosts: int,
         connect_timeout: float,
-        keepalive: float = KEEPALIVE,
+        keepalive: float | None = None,
     ) -> None:
         self.loop = loop
         self.deadlines = deadlines
@@ -401,7 +402,7 @@ class Pool:
         self.limit_per_host = limit_per_host
         self.idle_hosts = idle_hosts
         self.connect_timeout = connect_timeout
-        self.keepalive = keepalive
+        self.keepalive = KEEPALIVE if keepalive is None else keepalive
         self.in_use = 0
         self.busy: dict[Key, int] = {}
         #: Idle connections per host, the host that released one last at the end.
@@ -674,14 +675,18 @@ class FastTransport:
             status = connection.status
             headers = connection.headers
             assert headers is not None
-            if status in _REDIRECTS and (location := headers.get("Location")) is not None:
-                pool.release(connection)
+            if status in _REDIRECTS:  # counted as aiohttp counts, with or without a target
                 redirects += 1
+                location = headers.get("Location") or headers.get("URI")
                 if redirects > self.max_redirects:
-                    raise _too_many(redirects - 1, status, url, headers, location)
-                url = _follow(url, location)
-                left = left or (url.raw_host, url.port) != origin or url.scheme != "http"
-                continue
+                    pool.release(connection)
+                    next_hop = headers.get("Location", "?")  # as classify() tells aiohttp's
+                    raise _too_many(redirects - 1, status, url, headers, next_hop)
+                if location is not None:
+                    pool.release(connection)
+                    url = _follow(url, location)
+                    left = left or (url.raw_host, url.port) != origin or url.scheme != "http"
+                    continue
             body = connection.body
             pool.release(connection)
             return (

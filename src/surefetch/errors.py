@@ -500,9 +500,13 @@ def dns_failure(host: str, exc: BaseException, source: BaseException | None = No
     return DNSError(said(failed, source or _root(exc)))
 
 
-def connect_failure(host: str, port: int | None, exc: OSError) -> ConnectError:
-    """A TCP connect to ``host``:``port`` that failed with ``exc`` (not over TLS)."""
-    root = _root(exc)
+def connect_failure(
+    host: str, port: int | None, exc: OSError, root: BaseException | None = None
+) -> ConnectError:
+    """A TCP connect to ``host``:``port`` that failed with ``exc`` (not over TLS);
+    ``root``: the innermost cause, if not that of ``exc``."""
+    if root is None:
+        root = _root(exc)
     if exc.errno == errno.ECONNREFUSED or isinstance(root, ConnectionRefusedError):
         return ConnectRefusedError(f"connection refused by {host}:{port}")
     if isinstance(root, TimeoutError):
@@ -569,7 +573,7 @@ def classify(exc: BaseException) -> FetchError:
                 f"the server {how} the connection during the TLS handshake with"
                 f" {exc.host}:{exc.port}; is this an HTTPS port?"
             )
-        failure = connect_failure(exc.host, exc.port, exc.os_error)
+        failure = connect_failure(exc.host, exc.port, exc, root)
         if isinstance(failure, ConnectFailedError) and not exc.strerror:
             # What aiohttp wraps may say nothing; its innermost cause often does.
             failed = f"cannot connect to {exc.host}:{exc.port}"
