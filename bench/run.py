@@ -112,6 +112,13 @@ CONTENDERS: list[Contender] = [
         surefetch_cli("--workers", "1", "--no-body"),
         requires=("--workers", "--no-body"),
     ),
+    # The same with every request through aiohttp (the transport before the lean one).
+    Contender(
+        "surefetch-w1-aiohttp",
+        "surefetch --workers 1 --transport aiohttp",
+        surefetch_cli("--workers", "1", "--transport", "aiohttp"),
+        requires=("--workers", "--transport"),
+    ),
     Contender("httpx", "httpx.AsyncClient loop", bench_script("baseline_httpx.py")),
     # Opt-in (--contenders ...): fixed per-host concurrency (no AIMD ramp/cuts).
     Contender(
@@ -150,6 +157,7 @@ CONTENDERS: list[Contender] = [
 DEFAULT_CONTENDERS = (
     "surefetch-w1",
     "surefetch-w1-nobody",
+    "surefetch-w1-aiohttp",
     "surefetch-w2",
     BASELINE_KEY,
     "aiohttp-asyncio",

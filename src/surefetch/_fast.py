@@ -174,7 +174,7 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.waiter: asyncio.Future[None] | None = None
         self.task: Task | None = None
-        self.raw: list[tuple[str, str]] = []
+        self.raw: list[bytes] = []  # the head's names and values, in turn
         self.headers: CIMultiDictProxy[str] | None = None
         self.body: list[bytes] = []
         self.status = 0
@@ -307,15 +307,14 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         raw = self.raw
+        raw.append(name)
+        raw.append(value)
         if len(name) + len(value) > MAX_FIELD:
             raise ProtocolError(
                 f"malformed response: a header line is longer than {MAX_FIELD} bytes"
             )
-        if len(raw) >= MAX_HEADERS:
+        if len(raw) > 2 * MAX_HEADERS:
             raise ProtocolError(f"malformed response: too many headers (over {MAX_HEADERS})")
-        raw.append(
-            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
-        )
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -326,7 +325,10 @@ class _Connection(asyncio.Protocol):
             raise ProtocolError("malformed response: data after the response")
         self.status = status
         self.head = True
-        headers = self.headers = CIMultiDictProxy(CIMultiDict(self.raw))
+        # Names and values, decoded at once (llhttp lets no NUL through in either).
+        fields = b"\0".join(self.raw).decode("utf-8", "surrogateescape").split("\0")
+        pairs = zip(fields[::2], fields[1::2], strict=True) if self.raw else ()
+        headers = self.headers = CIMultiDictProxy(CIMultiDict(pairs))
         declared = headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             error = BodyTooLargeError(f"Content-Length {declared} exceeds max_body {self.limit}")

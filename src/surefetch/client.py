@@ -234,11 +234,23 @@ def charset_of(content_type: str) -> str | None:
     """The ``charset`` parameter of a Content-Type value, if any."""
     if ";" not in content_type:
         return None
+    known = _CHARSETS.get(content_type, _UNKNOWN)
+    if known is not _UNKNOWN:
+        return known  # type: ignore[return-value]
+    charset = None
     for param in content_type.split(";")[1:]:
         name, _, value = param.partition("=")
         if name.strip().lower() == "charset":
-            return value.strip().strip('"').strip("'") or None
-    return None
+            charset = value.strip().strip('"').strip("'") or None
+            break
+    if len(_CHARSETS) < 256:  # values come from servers: keep the cache small
+        _CHARSETS[content_type] = charset
+    return charset
+
+
+#: Content-Type value -> its charset (a run sees a handful of distinct values).
+_CHARSETS: dict[str, str | None] = {}
+_UNKNOWN: Final = object()
 
 
 def lean_transport_missing() -> str | None:
