@@ -78,6 +78,8 @@ class RedisServer:
                 str(self.folder),
                 "--daemonize",
                 "no",
+                "--logfile",
+                str(self.folder / "redis.log"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

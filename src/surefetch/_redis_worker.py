@@ -53,9 +53,24 @@ __all__ = ["WorkerTotals", "lost_record", "work"]
 
 log = logging.getLogger("surefetch.worker")
 
-#: Records per entry of the record stream, and the longest a record waits.
+#: Records per entry of the record stream at most, and their bytes (about: a record's
+#: body and a few hundred bytes), and the longest a record waits to be sent. Entries
+#: bounded in bytes keep Redis's memory flat whatever the bodies' size.
 _SEND_BATCH = 128
+_SEND_BYTES = 16 * 1024
 _LINGER = 0.02
+#: Entries the record stream may hold: a worker waits while it is that long (the
+#: coordinator is behind), so that Redis holds a few hundred kB of records at most.
+_OUT_ENTRIES = 32
+
+# Add an entry of records (ARGV[1]) to the record stream KEYS[1], unless it already
+# holds ARGV[2] entries (0: no limit). Returns 1 if added.
+_SEND = """
+local most = tonumber(ARGV[2])
+if most > 0 and redis.call('XLEN', KEYS[1]) >= most then return 0 end
+redis.call('XADD', KEYS[1], '*', 'r', ARGV[1])
+return 1
+"""
 #: How often a worker with no job looks again; how often a working one says how it goes.
 _POLL = 0.25
 _STATUS_EVERY = 10.0
@@ -105,6 +120,28 @@ end
 local reply = {fair, state}
 for _, p in ipairs(mine) do table.insert(reply, p) end
 return reply
+"""
+
+# Read up to ARGV[3] new entries from the streams KEYS (in their order) for consumer
+# ARGV[2] of group ARGV[1], without waiting: returns {stream's index in KEYS, id,
+# payload, ...}, flat, which costs the worker no per-entry work to parse.
+_READ = """
+local left = tonumber(ARGV[3])
+local out = {}
+for k = 1, #KEYS do
+  if left <= 0 then break end
+  local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', left,
+    'STREAMS', KEYS[k], '>')
+  if got then
+    for _, e in ipairs(got[1][2]) do
+      table.insert(out, k)
+      table.insert(out, e[1])
+      table.insert(out, e[2][2])
+    end
+    left = left - #got[1][2]
+  end
+end
+return out
 """
 
 # Release partition ARGV[2] if ARGV[1] owns it.
@@ -250,6 +287,9 @@ class _Session:
     owned: list[int] = field(default_factory=list)
     releasing: set[int] = field(default_factory=set)
     out: list[Done] = field(default_factory=list)
+    #: About the bytes of the records in ``out``; set when it holds an entry's worth.
+    out_bytes: int = 0
+    out_full: asyncio.Event = field(default_factory=asyncio.Event)
     queue: asyncio.Queue[list[Item] | None] = field(default_factory=asyncio.Queue)
     room: asyncio.Event = field(default_factory=asyncio.Event)
     #: Why the session ends: "" (asked to stop or the job stopped), "epoch", "lost".
@@ -263,10 +303,15 @@ class _Session:
 
     def __post_init__(self) -> None:
         self.credit = 2 * self.config.limits["concurrency"] + 32
+        # Read once a quarter of the credit is free (not for every record that frees
+        # one): there is still more than a fetch each in hand then.
+        self.read_least = max(1, self.credit // 4)
         self.heartbeat = self.redis.register_script(_HEARTBEAT)
         self.release_script = self.redis.register_script(_RELEASE)
         self.reclaim = self.redis.register_script(_RECLAIM)
         self.handback = self.redis.register_script(_HANDBACK)
+        self.read_script = self.redis.register_script(_READ)
+        self.send_script = self.redis.register_script(_SEND)
         self.rate_gate = self.redis.register_script(RATE_GATE)
         self.errors = redis_errors(replies=True)
         self.sched: Scheduler[tuple[Item, URL]] | None = None
@@ -378,7 +423,8 @@ class _Session:
             self.held.pop(url, None)
         self.held_in[lease.partition] -= 1
         self.count -= 1
-        self.room.set()
+        if self.credit - self.count >= self.read_least:
+            self.room.set()
 
     async def renew_entries(self) -> None:
         """Reset the idle time of every entry held here (XCLAIM to itself, JUSTID: no
@@ -412,10 +458,11 @@ class _Session:
         credit; ends when the session stops."""
         loop = asyncio.get_running_loop()
         reclaim_due = 0.0
+        turn = 0
         while not self.stop.is_set():
             active = [p for p in self.owned if p not in self.releasing]
             room = self.credit - self.count
-            if not active or room <= 0:
+            if not active or room < self.read_least:
                 self.room.clear()
                 await _sleep_or(self.stop, 0.05, self.room)
                 continue
@@ -423,17 +470,35 @@ class _Session:
                 reclaim_due = loop.time() + self.lease_ms / 1000 / 2
                 if await self.take_reclaimed(active, room):
                     continue
-            streams: dict[Any, Any] = {self.keys.queue(p): ">" for p in active}
-            answer: Any = await self.redis.xreadgroup(
-                GROUP, self.name, streams, count=max(1, room // len(active)), block=250
-            )
-            batch: list[Item] = []
-            for stream, entries in answer or ():
-                p = int(stream.rsplit(b":", 1)[1])
-                for entry_id, fields in entries:
-                    batch.append(self.hold(p, entry_id.decode(), fields[b"w"]))
+            turn = (turn + 1) % len(active)  # no partition always read first
+            active = active[turn:] + active[:turn]
+            batch = await self.read_now(active, room) or await self.read_waiting(active, room)
             if batch:
                 self.queue.put_nowait(batch)
+
+    async def read_now(self, active: list[int], room: int) -> list[Item]:
+        """Up to ``room`` entries there are now (one script call)."""
+        queue = self.keys.queue
+        reply: list[Any] = await self.read_script(
+            keys=[queue(p) for p in active], args=[GROUP, self.name, room]
+        )
+        return [
+            self.hold(active[int(reply[i]) - 1], reply[i + 1].decode(), reply[i + 2])
+            for i in range(0, len(reply), 3)
+        ]
+
+    async def read_waiting(self, active: list[int], room: int) -> list[Item]:
+        """The entries that come within a quarter of a second (none there now)."""
+        streams: dict[Any, Any] = {self.keys.queue(p): ">" for p in active}
+        answer: Any = await self.redis.xreadgroup(
+            GROUP, self.name, streams, count=max(1, room // len(active)), block=250
+        )
+        batch: list[Item] = []
+        for stream, entries in answer or ():
+            p = int(stream.rsplit(b":", 1)[1])
+            for entry_id, fields in entries:
+                batch.append(self.hold(p, entry_id.decode(), fields[b"w"]))
+        return batch
 
     async def take_reclaimed(self, active: list[int], room: int) -> bool:
         batch: list[Item] = []
@@ -480,23 +545,39 @@ class _Session:
             del self.held[record.url]
         self.held_in[lease.partition] -= 1
         self.count -= 1
-        self.room.set()
+        if self.credit - self.count >= self.read_least:
+            self.room.set()
         self.totals.records += 1
         self.totals.ok += record.ok
         # Sent by linger(): a Redis error there ends the session, not the engine.
         self.out.append(Done(lease.partition, lease.entry, lease.n, record))
+        self.out_bytes += _size(record)
+        if self.out_bytes >= _SEND_BYTES or len(self.out) >= _SEND_BATCH:
+            self.out_full.set()
 
-    async def send(self) -> None:
-        while self.out:
-            done, self.out = self.out[:_SEND_BATCH], self.out[_SEND_BATCH:]
-            entry = encode(Results(self.epoch, self.name, done))
-            await self.redis.xadd(self.keys.out, {"r": entry})
+    async def send(self, *, most: int = _OUT_ENTRIES) -> None:
+        """Send the records in ``out``, in entries of ``_SEND_BYTES`` at most, while the
+        record stream holds fewer than ``most`` entries (0: whatever it holds)."""
+        self.out_full.clear()
+        out = self.out
+        start = 0
+        while start < len(out):
+            end, size = start, 0
+            while end < len(out) and end - start < _SEND_BATCH and size < _SEND_BYTES:
+                size += _size(out[end].record)
+                end += 1
+            entry = encode(Results(self.epoch, self.name, out[start:end]))
+            if not await self.send_script(keys=[self.keys.out], args=[entry, most]):
+                break  # the coordinator is behind: the rest waits
+            start = end
+        del out[:start]
+        self.out_bytes = sum(_size(done.record) for done in out) if out else 0
 
     async def linger(self) -> None:
         # Ends with the session, never cancelled: a Redis command cancelled half way
         # through (redis-py) can leave the worker stuck; the last records go after it.
         while not self.stop.is_set():
-            await _sleep_or(self.stop, _LINGER)
+            await _sleep_or(self.stop, _LINGER, self.out_full)
             await self.send()
             await self.move()
 
@@ -559,7 +640,7 @@ class _Session:
             await asyncio.wait((leases, reader, ticker))
             if self.ended != "lost":
                 try:
-                    await self.send()
+                    await self.send(most=0)  # the last ones, whether read or not
                     if self.ended == "epoch":  # its streams are gone
                         await self.leave()
                     else:
@@ -595,6 +676,17 @@ class _Session:
                 self.ended = "lost"
                 log.warning("%s: Redis lost: %s", self.name, exc)
             self.stop.set()
+
+
+def _size(record: Record) -> int:
+    """About the bytes ``record`` takes in an entry of the record stream."""
+    body, b64 = record.body, record.body_b64
+    return (
+        256
+        + len(record.url)
+        + (len(body) if isinstance(body, str) else 0)
+        + (len(b64) if isinstance(b64, str) else 0)
+    )
 
 
 async def _finish_source(stop: asyncio.Event, queue: asyncio.Queue[list[Item] | None]) -> None:

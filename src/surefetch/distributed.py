@@ -44,7 +44,7 @@ import contextlib
 import logging
 import secrets
 from collections import deque
-from collections.abc import AsyncIterable, Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -79,9 +79,10 @@ log = logging.getLogger("surefetch.distributed")
 
 #: The consumer group of every partition stream.
 GROUP = "w"
-#: URLs per pipelined admission, records per read of the record stream.
+#: URLs per admission (one script call), entries per read of the record stream (each
+#: of 16 kB at most: so that a reply stays small in Redis's memory).
 _ADMIT_BATCH = 512
-_READ_BATCH = 256
+_READ_BATCH = 16
 #: How long a stopped coordinator waits for records once none have come.
 _QUIET = 2.0
 #: How often the coordinator checks its epoch and the hosts that pushed back.
@@ -267,6 +268,17 @@ return 1
 """
 
 
+# Add entries to the partition streams KEYS: ARGV holds (stream's index in KEYS, the
+# entry's payload) pairs. One call per batch: a pipeline of XADDs costs the coordinator
+# a command's packing and reply per URL.
+_ADMIT = """
+for i = 1, #ARGV, 2 do
+  redis.call('XADD', KEYS[tonumber(ARGV[i])], '*', 'w', ARGV[i + 1])
+end
+return #ARGV / 2
+"""
+
+
 class EpochLost(SurefetchError):
     """Redis no longer holds this epoch (it restarted without its data, or another
     coordinator started the job again)."""
@@ -321,6 +333,8 @@ class _Coordinator:
 
     def __post_init__(self) -> None:
         self.keys = Keys(self.settings.job)
+        self.queues = [self.keys.queue(p) for p in range(self.settings.partitions)]
+        self.admit = self.redis.register_script(_ADMIT)
         policy = self.config.politeness
         self.per_host = policy.per_host or self.config.limits["per_host"]
 
@@ -425,21 +439,22 @@ class _Coordinator:
         return max(1, min(present, self.settings.partitions, self.per_host))
 
     async def send(self) -> None:
-        """Add admitted URLs to their partitions' streams, in pipelined batches."""
-        keys = self.keys
+        """Add admitted URLs to their partitions' streams, in batches (for one epoch:
+        each starts its own)."""
+        unsent, outstanding = self.unsent, self.outstanding
         while not self.over.is_set():
-            if not self.unsent:
+            if not unsent:
                 self.news.clear()
                 await self.news.wait()
                 continue
-            pipe = self.redis.pipeline(transaction=False)
-            for _ in range(min(_ADMIT_BATCH, len(self.unsent))):
-                n = self.unsent.popleft()
-                pending = self.outstanding.get(n)
+            args: list[Any] = []
+            for _ in range(min(_ADMIT_BATCH, len(unsent))):
+                n = unsent.popleft()
+                pending = outstanding.get(n)
                 if pending is not None:
-                    entry = encode(Work(n, pending.wire))
-                    pipe.xadd(keys.queue(pending.partition), {"w": entry})
-            await pipe.execute()
+                    args += (pending.partition + 1, encode(Work(n, pending.wire)))
+            if args:
+                await self.admit(keys=self.queues, args=args)
 
     async def collect(self, stopping: asyncio.Event) -> None:
         """Write the records that come back; returns when none is outstanding (or,
@@ -449,7 +464,7 @@ class _Coordinator:
         quiet = 0.0
         loop = asyncio.get_running_loop()
         look_due = 0.0
-        while self.outstanding or not self.fed:
+        while (self.outstanding or not self.fed) and not self.over.is_set():
             if stopping.is_set() and quiet >= _QUIET:
                 return
             answer: Any = await redis.xread({keys.out: last}, count=_READ_BATCH, block=250)
@@ -466,9 +481,8 @@ class _Coordinator:
                 last = entry_id
                 ids.append(entry_id)
                 await self._take(decode_results(fields[b"r"]))
-            await redis.xdel(keys.out, *ids)
             self.room.set()
-            await self.ack()
+            await self.ack(read=ids)
 
     async def look(self) -> None:
         """Check that Redis still holds this epoch, and learn the shared hosts that
@@ -488,30 +502,38 @@ class _Coordinator:
     async def _take(self, results: Results) -> None:
         if results.epoch != self.epoch:
             return
-        stats = self.stats
+        stats, outstanding, to_ack = self.stats, self.outstanding, self.to_ack
+        taken = 0
         for done in results.done:
-            if self.outstanding.pop(done.n, None) is None:  # a second record: drop it
-                self.to_ack.append((0, done.partition, done.entry))
+            if outstanding.pop(done.n, None) is None:  # a second record: drop it
+                to_ack.append((0, done.partition, done.entry))
                 continue
+            taken += 1
             stats.in_flight -= 1
-            if done.record.ok:
+            record = done.record
+            if record.ok:
                 stats.ok += 1
             else:
                 stats.failed += 1
+            self.emitted += 1
+            await self.emit(record)
+            to_ack.append((self.emitted, done.partition, done.entry))
+        if taken:
             worker = results.worker.rpartition("-")[0]  # its name, without the session
-            self.by_worker[worker] = self.by_worker.get(worker, 0) + 1
-            await self.count_emit(done.record)
-            self.to_ack.append((self.emitted, done.partition, done.entry))
+            self.by_worker[worker] = self.by_worker.get(worker, 0) + taken
 
-    async def ack(self) -> None:
-        """XACK and XDEL the entries whose records are durable now."""
+    async def ack(self, read: list[Any] | None = None) -> None:
+        """XACK and XDEL the entries whose records are durable now (and XDEL the
+        entries of the record stream just ``read``), in one round trip."""
         durable = self.durable()
         by_partition: dict[int, list[str]] = {}
         while self.to_ack and self.to_ack[0][0] <= durable:
             _, partition, entry = self.to_ack.popleft()
             by_partition.setdefault(partition, []).append(entry)
-        if by_partition:
+        if by_partition or read:
             pipe = self.redis.pipeline(transaction=False)
+            if read:
+                pipe.xdel(self.keys.out, *read)
             for partition, entries in by_partition.items():
                 pipe.xack(self.keys.queue(partition), GROUP, *entries)
                 pipe.xdel(self.keys.queue(partition), *entries)
@@ -544,12 +566,13 @@ class _Coordinator:
                 await self.claim()
 
     async def run_epoch(self, stopping: asyncio.Event) -> None:
+        self.over.clear()
         await self.claim()
         await self.reset()
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.keep_claim())
-            tg.create_task(self.send())
-            collector = tg.create_task(self.collect(stopping))
+            tg.create_task(self.ends_epoch(self.keep_claim()))
+            tg.create_task(self.ends_epoch(self.send()))
+            collector = tg.create_task(self.ends_epoch(self.collect(stopping)))
             halt = tg.create_task(stopping.wait())
             await asyncio.wait((collector, halt), return_when=asyncio.FIRST_COMPLETED)
             if halt.done() and not collector.done():
@@ -561,7 +584,17 @@ class _Coordinator:
             self.over.set()
             self.news.set()
             halt.cancel()
-        self.over.clear()
+
+    async def ends_epoch(self, job: Coroutine[Any, Any, None]) -> None:
+        """Run an epoch's task; an error of it ends the others through ``over`` too: the
+        group's cancellation can be lost inside a redis-py command, and a task that
+        went on to wait for ``news`` would then hold the group up for ever."""
+        try:
+            await job
+        except BaseException:
+            self.over.set()
+            self.news.set()
+            raise
 
     async def run_epochs(self, stopping: asyncio.Event) -> None:
         """Epoch after epoch until every URL has its record (or a stop): a Redis
