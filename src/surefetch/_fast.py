@@ -103,10 +103,12 @@ class _Decoder:
                 return b""
             # RFC 1950: a zlib stream's first byte says deflate (8); servers that send
             # raw deflate under "deflate" are common, and aiohttp takes them too.
-            raw = self.encoding == "deflate" and data[0] & 0xF != 8
-            wbits = -zlib.MAX_WBITS if raw else 16 + zlib.MAX_WBITS
-            if self.encoding == "deflate" and not raw:
+            if self.encoding == "gzip":
+                wbits = 16 + zlib.MAX_WBITS
+            elif data[0] & 0xF == 8:
                 wbits = zlib.MAX_WBITS
+            else:
+                wbits = -zlib.MAX_WBITS  # a raw deflate stream, without the zlib header
             self.inflate = zlib.decompressobj(wbits)
         self.fed = True
         try:
