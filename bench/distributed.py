@@ -200,9 +200,13 @@ def run_redis(
     out.unlink(missing_ok=True)
     harness.wait_quiet(server)
     redis_cpu0, commands0 = harness.tree_cpu_s(redis.proc.pid), redis.commands()
-    cpu0, t0 = _children_cpu(), time.monotonic()
+    cpu0 = _children_cpu()
     worker = [harness._venv_script("surefetch"), "worker", "--redis", redis.url, "--job", job, "-q"]
     procs = [_spawn(worker, log) for _ in range(2)]
+    # Workers are services that wait for jobs: the clock starts with the coordinator,
+    # once both are there (and share each host's lanes). Their start-up CPU counts.
+    _wait_present(redis, job, 2)
+    t0 = time.monotonic()
     coordinator = _spawn([*fetch_options(urls, out), "--redis", redis.url, "--job", job], log)
     samples: list[int] = []
     done = threading.Event()
@@ -227,6 +231,14 @@ def run_redis(
     harness.verify(out, server, n)
     out.unlink()
     return run
+
+
+def _wait_present(redis: RedisServer, job: str, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while int(redis.cli("ZCARD", f"surefetch:{{{job}}}:workers") or 0) < count:
+        if time.monotonic() > deadline:
+            raise BenchError(f"fewer than {count} workers came within 60 s")
+        time.sleep(0.05)
 
 
 def _sample_memory(redis: RedisServer, samples: list[int], done: threading.Event) -> None:

@@ -60,19 +60,28 @@ _SEND_BATCH = 128
 _SEND_BYTES = 16 * 1024
 _LINGER = 0.02
 #: Entries the record stream may hold: a worker waits while it is that long (the
-#: coordinator is behind), so that Redis holds a few hundred kB of records at most.
-_OUT_ENTRIES = 32
+#: coordinator is behind; it tries again after ``_BEHIND``), so that Redis holds about
+#: 260 kB of records at most.
+_OUT_ENTRIES = 16
+_BEHIND = 0.005
+#: Entries per call at most (what a call holds in Redis's query buffer meanwhile).
+_SEND_ENTRIES = 4
 
-# Add an entry of records (ARGV[1]) to the record stream KEYS[1], unless it already
-# holds ARGV[2] entries (0: no limit). Returns 1 if added.
+# Add entries of records (ARGV[2..]) to the record stream KEYS[1] while it holds fewer
+# than ARGV[1] entries (0: no limit). Returns how many were added. One call for many
+# entries: each await costs a turn of a worker's busy event loop.
 _SEND = """
-local most = tonumber(ARGV[2])
-if most > 0 and redis.call('XLEN', KEYS[1]) >= most then return 0 end
-redis.call('XADD', KEYS[1], '*', 'r', ARGV[1])
-return 1
+local most = tonumber(ARGV[1])
+local n = 0
+for i = 2, #ARGV do
+  if most > 0 and redis.call('XLEN', KEYS[1]) >= most then break end
+  redis.call('XADD', KEYS[1], '*', 'r', ARGV[i])
+  n = n + 1
+end
+return n
 """
 #: How often a worker with no job looks again; how often a working one says how it goes.
-_POLL = 0.25
+_POLL = 0.1
 _STATUS_EVERY = 10.0
 
 # Heartbeat: renew this worker's lease and its partitions', take free partitions up to
@@ -290,6 +299,8 @@ class _Session:
     #: About the bytes of the records in ``out``; set when it holds an entry's worth.
     out_bytes: int = 0
     out_full: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set while the record stream is full (then the next try waits ``_BEHIND``).
+    behind: bool = False
     queue: asyncio.Queue[list[Item] | None] = field(default_factory=asyncio.Queue)
     room: asyncio.Event = field(default_factory=asyncio.Event)
     #: Why the session ends: "" (asked to stop or the job stopped), "epoch", "lost".
@@ -560,24 +571,33 @@ class _Session:
         record stream holds fewer than ``most`` entries (0: whatever it holds)."""
         self.out_full.clear()
         out = self.out
-        start = 0
-        while start < len(out):
-            end, size = start, 0
-            while end < len(out) and end - start < _SEND_BATCH and size < _SEND_BYTES:
-                size += _size(out[end].record)
-                end += 1
-            entry = encode(Results(self.epoch, self.name, out[start:end]))
-            if not await self.send_script(keys=[self.keys.out], args=[entry, most]):
-                break  # the coordinator is behind: the rest waits
-            start = end
-        del out[:start]
+        self.behind = False
+        while out and not self.behind:
+            entries: list[bytes] = []
+            ends: list[int] = []
+            start = 0
+            while start < len(out) and len(entries) < _SEND_ENTRIES:
+                end, size = start, 0
+                while end < len(out) and end - start < _SEND_BATCH and size < _SEND_BYTES:
+                    size += _size(out[end].record)
+                    end += 1
+                entries.append(encode(Results(self.epoch, self.name, out[start:end])))
+                ends.append(end)
+                start = end
+            added = int(await self.send_script(keys=[self.keys.out], args=[most, *entries]))
+            if added:
+                del out[: ends[added - 1]]
+            self.behind = added < len(entries)  # the coordinator is behind: the rest waits
         self.out_bytes = sum(_size(done.record) for done in out) if out else 0
 
     async def linger(self) -> None:
         # Ends with the session, never cancelled: a Redis command cancelled half way
         # through (redis-py) can leave the worker stuck; the last records go after it.
         while not self.stop.is_set():
-            await _sleep_or(self.stop, _LINGER, self.out_full)
+            if self.behind:
+                await _sleep_or(self.stop, _BEHIND)
+            else:
+                await _sleep_or(self.stop, _LINGER, self.out_full)
             await self.send()
             await self.move()
 

@@ -82,7 +82,7 @@ GROUP = "w"
 #: URLs per admission (one script call), entries per read of the record stream (each
 #: of 16 kB at most: so that a reply stays small in Redis's memory).
 _ADMIT_BATCH = 512
-_READ_BATCH = 16
+_READ_BATCH = 8
 #: How long a stopped coordinator waits for records once none have come.
 _QUIET = 2.0
 #: How often the coordinator checks its epoch and the hosts that pushed back.
@@ -368,7 +368,9 @@ class _Coordinator:
         window = self.settings.window
         async for batch in admitted(items, self.stats, self.count_emit, seen, done, bad_input):
             for item, target, host in batch:
-                while len(self.outstanding) >= window:
+                # Entries whose records came but are not durable yet are still in
+                # Redis: they count, so that Redis holds ``window`` entries at most.
+                while len(self.outstanding) + len(self.to_ack) >= window:
                     self.room.clear()
                     await self.room.wait()
                 n = self.next_n
@@ -538,6 +540,7 @@ class _Coordinator:
                 pipe.xack(self.keys.queue(partition), GROUP, *entries)
                 pipe.xdel(self.keys.queue(partition), *entries)
             await pipe.execute()
+            self.room.set()
 
     async def claim(self, *, wait: float = 0.0) -> None:
         """Make the job this run's (waiting up to ``wait`` s for another's claim to
