@@ -563,7 +563,8 @@ class _Session:
         # Sent by linger(): a Redis error there ends the session, not the engine.
         self.out.append(Done(lease.partition, lease.entry, lease.n, record))
         self.out_bytes += _size(record)
-        if self.out_bytes >= _SEND_BYTES or len(self.out) >= _SEND_BATCH:
+        # A call's worth (or the linger) sends them: an await per entry costs more.
+        if self.out_bytes >= _SEND_ENTRIES * _SEND_BYTES or len(self.out) >= _SEND_BATCH:
             self.out_full.set()
 
     async def send(self, *, most: int = _OUT_ENTRIES) -> None:
@@ -574,21 +575,25 @@ class _Session:
         self.behind = False
         while out and not self.behind:
             entries: list[bytes] = []
-            ends: list[int] = []
-            start = 0
+            ends: list[tuple[int, int]] = []  # (records, bytes) up to each entry's end
+            start = total = 0
             while start < len(out) and len(entries) < _SEND_ENTRIES:
                 end, size = start, 0
                 while end < len(out) and end - start < _SEND_BATCH and size < _SEND_BYTES:
                     size += _size(out[end].record)
                     end += 1
                 entries.append(encode(Results(self.epoch, self.name, out[start:end])))
-                ends.append(end)
+                total += size
+                ends.append((end, total))
                 start = end
             added = int(await self.send_script(keys=[self.keys.out], args=[most, *entries]))
             if added:
-                del out[: ends[added - 1]]
+                sent, size = ends[added - 1]
+                del out[:sent]
+                self.out_bytes -= size
             self.behind = added < len(entries)  # the coordinator is behind: the rest waits
-        self.out_bytes = sum(_size(done.record) for done in out) if out else 0
+        if not out:
+            self.out_bytes = 0
 
     async def linger(self) -> None:
         # Ends with the session, never cancelled: a Redis command cancelled half way
