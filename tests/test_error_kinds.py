@@ -329,10 +329,12 @@ def test_connect_timeout_from_a_connector_error_caused_by_a_timeout() -> None:
 
 
 async def test_tls_error_for_an_untrusted_certificate_is_not_retried(
-    tls_server: TLSServer,
+    tls_server: TLSServer, transport: str
 ) -> None:
     outcome = await fails_as(tls_server.url(), TLSError, attempts=1, retry=retries(3))
-    assert isinstance(outcome.error.__cause__, aiohttp.ClientConnectorCertificateError)
+    caused_by(
+        outcome, transport, aiohttp.ClientConnectorCertificateError, ssl.SSLCertVerificationError
+    )
     assert (
         outcome.error.message == "certificate not accepted: unable to get local issuer certificate"
     )

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from yarl import URL
 
 import surefetch._fast
-from surefetch import Client, Limits, Timeouts, TooManyRedirectsError
+from surefetch import Client, FetchError, Limits, Timeouts, TooManyRedirectsError
 from surefetch.tls import TLS
 
 from .faults import TLSServer
@@ -135,7 +136,7 @@ async def test_idle_connections_close_after_the_keepalive_time(
     assert counting.connections == 2
 
 
-async def test_a_redirect_to_https_goes_on_through_aiohttp_counting_every_hop(
+async def test_a_redirect_to_https_stays_on_the_lean_path_counting_every_hop(
     tmp_path: object,
 ) -> None:
     async with TLSServer() as tls:
@@ -144,9 +145,21 @@ async def test_a_redirect_to_https_goes_on_through_aiohttp_counting_every_hop(
         try:
             trusted = TLS(cacert=tls.ca_file(str(tmp_path)))
             async with Client(ssl=trusted, limits=Limits(max_redirects=2)) as client:
+                assert client._fast is not None
+                pool = client._fast.pool
+                opened: list[object] = []
+                dial = pool._dial
+
+                async def spy(url: URL, key: tuple[str, int, bool]) -> Any:
+                    opened.append(key)
+                    return await dial(url, key)
+
+                pool._dial = spy  # type: ignore[method-assign]
                 response = await client.get(server.url("/hop"))  # /hop -> /away -> https
                 assert (response.status, response.body) == (200, b"secure")
                 assert (response.redirects, str(response.url)) == (2, tls.url("/secure"))
+                # Both connections were the lean pool's, the https one too.
+                assert opened == [("127.0.0.1", server.port, False), ("127.0.0.1", tls.port, True)]
             async with Client(ssl=trusted, limits=Limits(max_redirects=1)) as client:
                 with pytest.raises(TooManyRedirectsError) as info:
                     await client.get(server.url("/hop"))
@@ -155,6 +168,20 @@ async def test_a_redirect_to_https_goes_on_through_aiohttp_counting_every_hop(
         finally:
             assert server.runner is not None
             await server.runner.cleanup()
+
+
+async def test_a_header_with_a_line_break_goes_to_aiohttp_which_refuses_it(
+    counting: Counting,
+) -> None:
+    async with Client(timeouts=Timeouts(total=5)) as client:
+        lean = client._fast
+        assert lean is not None
+        url = counting.url("/x")
+        assert lean.takes("GET", URL(url), None, {"X-Ok": "fine"})
+        assert not lean.takes("GET", URL(url), None, {"X-Bad": "a\r\nInjected: yes"})
+        with pytest.raises(FetchError):
+            await client.get(url, headers={"X-Bad": "a\r\nInjected: yes"})
+    assert counting.connections == 0  # nothing was sent
 
 
 async def test_an_informational_response_before_the_answer_is_passed_over() -> None:

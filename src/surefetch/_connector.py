@@ -23,14 +23,13 @@ from typing import Any
 
 import aiohttp
 from aiohttp.client_reqrep import ConnectionKey
-from yarl import URL
 
 from ._deadlines import Deadlines, Task
 from .errors import BlockedAddressError, FetchError
 from .network import NetworkPolicy
 from .proxy import ProxyChoice
 
-__all__ = ["Connector", "Handover", "StaleConnection", "socks_available"]
+__all__ = ["Connector", "StaleConnection", "socks_available"]
 
 
 class StaleConnection(Exception):
@@ -40,18 +39,6 @@ class StaleConnection(Exception):
     def __init__(self, error: FetchError) -> None:
         super().__init__(error.message)
         self.error = error
-
-
-class Handover(Exception):
-    """The lean transport (surefetch._fast) does not take ``url``: aiohttp carries the
-    attempt on from it, with ``redirects`` already followed (``left``: the chain has
-    left the origin of the attempt's URL)."""
-
-    def __init__(self, url: URL, redirects: int, left: bool) -> None:
-        super().__init__(str(url))
-        self.url = url
-        self.redirects = redirects
-        self.left = left
 
 
 def socks_available() -> str | None:

@@ -1,4 +1,5 @@
-"""The lean transport: plain HTTP/1.1 keep-alive GET and HEAD, parsed by httptools.
+"""The lean transport: HTTP/1.1 keep-alive GET and HEAD, over TCP or TLS, parsed by
+httptools.
 
 aiohttp's client spends about 100 µs of CPU and some 115 Python calls on a small GET
 (its session, request and response objects, stream readers, middlewares, timers).
@@ -12,21 +13,23 @@ response. It keeps every guarantee of the aiohttp path:
   ``idle_hosts`` hosts;
 - every address checked against the network policy before its socket exists;
   names resolved by surefetch's resolver (c-ares, cached, one query per name);
+- TLS by the client's context (certificates, client certificates, minimum version),
+  its handshake under the connect timeout, its failures worded by
+  :func:`~surefetch.errors.classify` as for aiohttp;
 - the connect timeout; the read and total deadlines of :mod:`surefetch._deadlines`
   (the read deadline starts when the attempt has its connection and again with
   every piece that arrives);
 - the body cap before and after decompression (gzip, deflate: what it offers),
   checked as the body arrives, so a decompression bomb never enters memory;
 - redirects followed as aiohttp follows them, the caller's headers dropped once
-  the chain leaves the URL's origin; a redirect to a URL this transport does not
-  take (https) is handed to aiohttp with the redirects counted so far
-  (:class:`Handover`);
+  the chain leaves the URL's origin;
 - the same error kinds: every failure is raised as the :class:`FetchError` that the
-  aiohttp path's :func:`~surefetch.errors.classify` gives for it, and a request that
-  meets a pooled connection the server had closed raises :class:`StaleConnection`.
+  aiohttp path gives for it, and a request that meets a pooled connection the server
+  had closed raises :class:`StaleConnection`.
 
-What it does not take (the client sends those through aiohttp): https, methods
-other than GET and HEAD, request bodies, URL credentials, proxies, cookies.
+What it does not take (the client sends those through aiohttp): methods other than
+GET and HEAD, request bodies, URL credentials, a header with a line break, and every
+request when a proxy or cookies are set.
 """
 
 from __future__ import annotations
@@ -35,16 +38,17 @@ import asyncio
 import errno
 import ipaddress
 import socket
+import ssl
 import zlib
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final, cast
 
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from ._connector import Handover, StaleConnection
+from ._connector import StaleConnection
 from ._deadlines import Deadlines, Task
 from .errors import (
     BlockedAddressError,
@@ -57,7 +61,9 @@ from .errors import (
     ProtocolError,
     RedirectBlockedError,
     ServerDisconnectedError,
+    TLSError,
     TooManyRedirectsError,
+    classify,
     connect_failure,
     dns_failure,
     said,
@@ -78,7 +84,8 @@ KEEPALIVE: Final = 15.0
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _RESETS: Final = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
-Key = tuple[str, int]
+#: A pool of connections: host, port, and whether they are TLS.
+Key = tuple[str, int, bool]
 
 
 class _HeadEnd(Exception):
@@ -396,6 +403,7 @@ class Pool:
         limit_per_host: int,
         idle_hosts: int,
         connect_timeout: float,
+        tls: Callable[[], ssl.SSLContext] | None = None,
         keepalive: float | None = None,
     ) -> None:
         self.loop = loop
@@ -406,6 +414,8 @@ class Pool:
         self.limit_per_host = limit_per_host
         self.idle_hosts = idle_hosts
         self.connect_timeout = connect_timeout
+        #: The TLS context for https connections, made on first use (None: no https).
+        self.tls = tls
         self.keepalive = KEEPALIVE if keepalive is None else keepalive
         self.in_use = 0
         self.busy: dict[Key, int] = {}
@@ -530,7 +540,7 @@ class Pool:
     # -- new connections -------------------------------------------------------
 
     async def _dial(self, url: URL, key: Key) -> _Connection:
-        host, port = key
+        host, port, _ = key
         network = self.network
         if (why := network.blocked_name(host)) is not None:
             raise BlockedAddressError(f"blocked {host}: {why}")
@@ -551,9 +561,11 @@ class Pool:
                         blocked[address] = why
                         continue
                     try:
-                        return await self._connect(answer, key)
+                        sock = await self._socket(answer)
                     except OSError as exc:
                         failure = exc
+                        continue
+                    return await self._open(sock, key)
         except TimeoutError as exc:
             raise ConnectTimeoutError(
                 f"connect did not complete in time: Connection timeout to host {url}"
@@ -567,7 +579,8 @@ class Pool:
             raise BlockedAddressError(f"blocked {where}: {why}")
         raise connect_failure(host, port, failure) from failure
 
-    async def _connect(self, answer: Mapping[str, Any], key: Key) -> _Connection:
+    async def _socket(self, answer: Mapping[str, Any]) -> socket.socket:
+        """A TCP connection to one address of the host (an ``OSError`` if refused...)."""
         family = answer["family"] or (socket.AF_INET6 if ":" in answer["host"] else socket.AF_INET)
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -578,8 +591,33 @@ class Pool:
             else:
                 target = (answer["host"], answer["port"])
             await self.loop.sock_connect(sock, target)
-            connection = _Connection(self, key)
-            await self.loop.create_connection(lambda: connection, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def _open(self, sock: socket.socket, key: Key) -> _Connection:
+        """The connection over a connected socket: its TLS handshake first, for https."""
+        host, port, secure = key
+        connection = _Connection(self, key)
+        try:
+            if not secure:
+                await self.loop.create_connection(lambda: connection, sock=sock)
+                return connection
+            assert self.tls is not None
+            await self.loop.create_connection(
+                lambda: connection, sock=sock, ssl=self.tls(), server_hostname=host
+            )
+        except ssl.SSLError as exc:
+            sock.close()
+            raise classify(exc) from exc
+        except OSError as exc:  # TCP was up: the handshake was cut
+            sock.close()
+            how = "reset" if isinstance(exc, ConnectionResetError) and exc.errno else "closed"
+            raise TLSError(
+                f"the server {how} the connection during the TLS handshake with"
+                f" {host}:{port}; is this an HTTPS port?"
+            ) from exc
         except BaseException:
             sock.close()
             raise
@@ -612,23 +650,22 @@ class FastTransport:
             self._headers[name.lower()] = (name, value)
         self._scoped = frozenset(name.lower() for name in scoped)
         self._lines = _lines(self._headers.values())
-        host_given = "host" in self._headers
-        self._host_given = host_given
+        self._host_given = "host" in self._headers
+        #: A header with a line break in it: aiohttp refuses it, with its own error.
+        self._unsafe = not _safe(headers)
 
-    @staticmethod
-    def takes(method: str, url: URL, data: object) -> bool:
+    def takes(self, method: str, url: URL, data: object, headers: Mapping[str, str] | None) -> bool:
         """Whether a request is one for this transport."""
         return (
-            url.scheme == "http"
-            and (method == "GET" or method == "HEAD")
+            (method == "GET" or method == "HEAD")
             and data is None
             and url.raw_user is None
+            and not self._unsafe
+            and (headers is None or _safe(headers))
         )
 
-    def _head(
-        self, method: str, url: URL, extra: Mapping[str, str] | None, left: bool
-    ) -> bytes | None:
-        """The request's head as bytes (None: a header aiohttp must check and refuse)."""
+    def _head(self, method: str, url: URL, extra: Mapping[str, str] | None, left: bool) -> bytes:
+        """The request's head as bytes."""
         target = url.raw_path_qs or "/"
         if extra is None and not left and not self._host_given:
             return (
@@ -643,8 +680,6 @@ class FastTransport:
             if left and lower not in self._unscoped:
                 continue
             headers[lower] = (name, value)
-        if any(_unsafe(name) or _unsafe(value) for name, value in headers.values()):
-            return None
         host = headers.pop("host", ("Host", url.host_port_subcomponent or ""))
         return f"{method} {target} HTTP/1.1\r\n".encode() + _lines((host, *headers.values()))
 
@@ -653,17 +688,15 @@ class FastTransport:
     ) -> tuple[int, CIMultiDictProxy[str], URL, bytes, int]:
         """One attempt: status, headers, final URL, body and redirects followed.
 
-        Raises a :class:`FetchError`, :class:`StaleConnection`, or :class:`Handover`
-        for a URL (the first, or a redirect's) that this transport does not take."""
-        origin = (url.raw_host, url.port)
+        Raises a :class:`FetchError`, or :class:`StaleConnection`."""
+        origin = (url.scheme, url.raw_host, url.port)
         redirects = 0
         left = False
         pool = self.pool
         while True:
             head = self._head(method, url, extra, left)
-            if head is None or url.scheme != "http":
-                raise Handover(url, redirects, left)
-            key = (url.raw_host or "", url.port or 80)
+            secure = url.scheme == "https"
+            key = (url.raw_host or "", url.port or (443 if secure else 80), secure)
             connection = await pool.acquire(url, key)
             try:
                 pool.deadlines.waiting(task)
@@ -689,7 +722,7 @@ class FastTransport:
                 if location is not None:
                     pool.release(connection)
                     url = _follow(url, location)
-                    left = left or (url.raw_host, url.port) != origin or url.scheme != "http"
+                    left = left or (url.scheme, url.raw_host, url.port) != origin
                     continue
             body = connection.body
             pool.release(connection)
@@ -724,8 +757,9 @@ def _literal(host: str, port: int) -> list[Any] | None:
     return [{"hostname": host, "host": host, "port": port, "family": family}]
 
 
-def _unsafe(text: str) -> bool:
-    return "\r" in text or "\n" in text
+def _safe(headers: Mapping[str, str]) -> bool:
+    """No line break in any name or value (it would end the header early)."""
+    return not any("\r" in text or "\n" in text for pair in headers.items() for text in pair)
 
 
 def _lines(headers: Any) -> bytes:

@@ -24,7 +24,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from . import __version__
-from ._connector import Connector, Handover, StaleConnection
+from ._connector import Connector, StaleConnection
 from ._deadlines import Deadlines
 from .cookies import cookie_jar
 from .errors import (
@@ -36,7 +36,6 @@ from .errors import (
     InvalidURLError,
     ReadTimeoutError,
     RunStopped,
-    TooManyRedirectsError,
     TotalTimeoutError,
     classify,
     cuts_body,
@@ -374,6 +373,7 @@ class Client:
         self.transport = transport or DEFAULT_TRANSPORT
         self.lean = self._lean_transport(self.transport)
         self._fast: FastTransport | None = None
+        self._tls_made: _ssl.SSLContext | None = None
         #: Called with every :class:`AttemptEvent` (e.g. to export metrics).
         self.on_event = on_event
         self._session: aiohttp.ClientSession | None = None
@@ -463,6 +463,7 @@ class Client:
             limit_per_host=limits.per_host,
             idle_hosts=max(1, limits.concurrency // limits.per_host),
             connect_timeout=self.timeouts.connect,
+            tls=self._tls_context,
         )
         return FastTransport(
             pool,
@@ -472,6 +473,21 @@ class Client:
             max_body=limits.max_body,
             max_redirects=limits.max_redirects,
         )
+
+    def _tls_context(self) -> _ssl.SSLContext:
+        """The lean transport's TLS context, made when its first https URL comes: the
+        one given, or one as aiohttp makes it (verifying; or not, for ``ssl=False``)."""
+        context = self._tls_made
+        if context is None:
+            if isinstance(self._ssl, _ssl.SSLContext):
+                context = self._ssl
+            else:
+                context = _ssl.create_default_context()
+                if not self._ssl:
+                    context.check_hostname = False
+                    context.verify_mode = _ssl.CERT_NONE
+            self._tls_made = context
+        return context
 
     async def __aexit__(
         self,
@@ -751,14 +767,8 @@ class Client:
         deadlines.start(task)
         try:
             fast = self._fast
-            if fast is not None and fast.takes(method, url, data):
-                try:
-                    return await self._fast_exchange(fast, method, url, headers, task)
-                except Handover as handover:  # a redirect to https, or a header to refuse
-                    return await self._aiohttp_exchange(
-                        session, method, handover.url, headers, data, task,
-                        before=handover.redirects, left=handover.left,
-                    )  # fmt: skip
+            if fast is not None and fast.takes(method, url, data, headers):
+                return await self._fast_exchange(fast, method, url, headers, task)
             return await self._aiohttp_exchange(session, method, url, headers, data, task)
         except asyncio.CancelledError:
             timed_out = deadlines.timed_out(task, cancelling)
@@ -782,7 +792,7 @@ class Client:
             status, headers_in, final, body, redirects = await fast.exchange(
                 method, url, headers, task
             )
-        except (FetchError, StaleConnection, Handover):
+        except (FetchError, StaleConnection):
             raise
         except Exception as exc:  # a bug: the lean transport raises nothing else
             log.error("internal error fetching %s", url, exc_info=exc)
@@ -808,18 +818,14 @@ class Client:
         headers: Mapping[str, str] | None,
         data: bytes | str | None,
         task: asyncio.Task[Any],
-        *,
-        before: int = 0,
-        left: bool = False,
     ) -> Response:
-        """The attempt through aiohttp: from ``url``, after ``before`` redirects that the
-        lean transport followed (``left``: they left the origin)."""
+        """The attempt through aiohttp."""
         limits = self.limits
         deadlines = self._deadlines
         assert deadlines is not None and self._connector is not None  # set with the session
         hop = None
         if self._scoped or headers or self._hop_proxies is not None:
-            hop = (_Hop(url, self._scoped, headers, self._hop_proxies, left=left),)
+            hop = (_Hop(url, self._scoped, headers, self._hop_proxies),)
         answered = False
         try:
             async with (
@@ -830,7 +836,7 @@ class Client:
                     data=data,
                     allow_redirects=True,
                     # aiohttp raises when it *receives* redirect number max_redirects.
-                    max_redirects=limits.max_redirects + 1 - before,
+                    max_redirects=limits.max_redirects + 1,
                     middlewares=hop,
                 ) as resp,
             ):
@@ -855,7 +861,7 @@ class Client:
                     resp.close()
                     exc.status = resp.status
                     exc.final_url = str(resp.url)
-                    exc.redirects = len(resp.history) + before
+                    exc.redirects = len(resp.history)
                     exc.content_type = resp.headers.get("Content-Type")
                     raise
                 return Response(
@@ -865,7 +871,7 @@ class Client:
                     url=resp.url,
                     body=body,
                     charset=resp.charset,
-                    redirects=len(resp.history) + before,
+                    redirects=len(resp.history),
                     attempts=1,
                     elapsed=0.0,
                 )
@@ -877,8 +883,6 @@ class Client:
                 log.error("internal error fetching %s", url, exc_info=exc)
             elif not answered and error.kind in _STALE_KINDS and task in self._connector.reused:
                 raise StaleConnection(error) from exc
-            elif before and isinstance(error, TooManyRedirectsError):
-                error = _too_many_redirects(error, before)
             raise error from exc
         finally:
             self._connector.reused.discard(task)
@@ -939,14 +943,12 @@ class _Hop:
         names: tuple[str, ...],
         given: Mapping[str, str] | None,
         proxies: Proxies | None,
-        *,
-        left: bool = False,
     ) -> None:
         self.origin = (url.scheme, url.raw_host, url.port)
         self.names = names
         self.given = given
         self.proxies = proxies
-        self.left = left
+        self.left = False
 
     async def __call__(
         self,
@@ -1103,19 +1105,6 @@ async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
 
 #: What a request meets on a pooled connection that the server had closed.
 _STALE_KINDS: Final = frozenset({"server_disconnected", "connection_reset"})
-
-
-def _too_many_redirects(error: TooManyRedirectsError, before: int) -> TooManyRedirectsError:
-    """aiohttp's too_many_redirects, counted from the attempt's first URL: the lean
-    transport had followed ``before`` redirects when it handed the chain over."""
-    followed = error.redirects + before
-    location = error.message.rpartition("(next: ")[2].rstrip(")")
-    counted = TooManyRedirectsError(f"gave up after {followed} redirects (next: {location})")
-    counted.redirects = followed
-    counted.status = error.status
-    counted.final_url = error.final_url
-    counted.content_type = error.content_type
-    return counted
 
 
 def _annotate(exc: FetchError, attempts: int, started: float) -> None:
