@@ -24,7 +24,7 @@ TRANSPORTS = ["aiohttp", "auto"]
 @pytest.fixture(params=TRANSPORTS)
 def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run the test over each transport: every request through aiohttp, and ``auto``
-    (plain-HTTP GET/HEAD through the lean transport): Clients made without one, and
+    (GET/HEAD through the lean transport): Clients made without one, and
     the command (``SUREFETCH_TRANSPORT``) in processes the test starts."""
     import surefetch.client
 

@@ -204,6 +204,25 @@ async def test_bad_jsonl_line_stops_with_one_line_and_keeps_what_was_fetched(
     assert "Traceback" not in err
 
 
+async def test_a_header_with_a_line_break_stops_with_one_line_and_keeps_what_was_fetched(
+    server: Server, tmp_path: Path
+) -> None:
+    src = tmp_path / "in.jsonl"
+    rows = [
+        {"url": server.url("/p/1")},
+        {"url": server.url("/p/2"), "headers": {"X-Inject": "a\r\nEvil: yes"}},
+    ]
+    src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "out.jsonl"
+    code, _, err = await surefetch("fetch", str(src), "-o", str(out))
+    assert code == 2
+    assert err.strip().splitlines()[-1] == (
+        f"surefetch: error: {src} line 2: header 'X-Inject' has a line break or NUL in it"
+    )
+    assert "Traceback" not in err
+    assert [r["url"] for r in records(out)] == [server.url("/p/1")]
+
+
 async def test_post_is_not_retried_unless_asked(server: Server, tmp_path: Path) -> None:
     src = write_lines(tmp_path / "a.txt", [server.url("/status/503")])
     out = tmp_path / "out.jsonl"

@@ -401,8 +401,8 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
     default="auto",
     show_default=True,
     envvar="SUREFETCH_TRANSPORT",
-    help="auto: plain-HTTP GET/HEAD by the lean transport (httptools), the rest by"
-    " aiohttp; fast: the same, an error with a proxy or cookies; aiohttp: all by aiohttp."
+    help="auto: GET/HEAD by the lean transport (httptools), the rest by aiohttp; fast:"
+    " the same, an error with a proxy or cookies; aiohttp: all by aiohttp."
     " Also $SUREFETCH_TRANSPORT.",
 )
 @click.option(

@@ -70,9 +70,9 @@ DEFAULT_USER_AGENT: Final = f"surefetch/{__version__} (+aiohttp)"
 
 #: How requests go out (``Client(transport=...)``, ``--transport``):
 #:
-#: - ``auto``: plain-HTTP GET and HEAD through the lean transport (surefetch._fast,
-#:   httptools), everything else through aiohttp; all through aiohttp when a proxy
-#:   or cookies are set, or httptools is missing;
+#: - ``auto``: GET and HEAD (http and https) through the lean transport
+#:   (surefetch._fast, httptools), everything else through aiohttp; all through
+#:   aiohttp when a proxy or cookies are set, or httptools is missing;
 #: - ``fast``: the same, but a proxy, cookies or a missing httptools is an error;
 #: - ``aiohttp``: every request through aiohttp.
 TRANSPORTS: Final = ("auto", "fast", "aiohttp")

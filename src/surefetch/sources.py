@@ -302,6 +302,14 @@ async def _jsonl(path: str, url_column: str) -> AsyncIterator[list[Item]]:
             yield batch
 
 
+def _broken_header(headers: Mapping[str, str]) -> str | None:
+    """The name of a header that would end the request's head early, if any."""
+    for name, value in headers.items():
+        if any(c in text for text in (name, value) for c in "\r\n\0"):
+            return name
+    return None
+
+
 def _jsonl_item(path: str, number: int, line: str, url_column: str) -> Item:
     if (where := not_utf8(line)) is not None:
         raise InputError(f"{path} line {number} is not valid UTF-8 ({where})")
@@ -324,6 +332,8 @@ def _jsonl_item(path: str, number: int, line: str, url_column: str) -> Item:
         and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
     ):
         raise InputError(f"{path} line {number}: 'headers' must map names to strings")
+    if headers and (bad := _broken_header(headers)) is not None:
+        raise InputError(f"{path} line {number}: header {bad!r} has a line break or NUL in it")
     if body is not None and not isinstance(body, str):
         raise InputError(f"{path} line {number}: 'body' must be a string")
     meta = {k: v for k, v in row.items() if k != url_column and k not in _RESERVED}
