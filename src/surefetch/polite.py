@@ -236,6 +236,11 @@ _GROWTH = 30.0
 #: A 429 at the learned rate, with the host having allowed about all of it, is taken
 #: for a blip (not a lower limit) at most once in this many seconds.
 _BLIP_EVERY = 10.0
+#: For this long after a host becomes ours, what the other processes still had of it
+#: reaches it outside our pace (their requests in flight, and the retries of those
+#: that got a 429, after its Retry-After): a 429 then, with the host having allowed
+#: all but ``_MARGIN`` of the rate learned, is theirs, not a lower limit.
+_HANDOVER_S = 3.0
 #: A learned rate allows bursts of this many seconds of requests: the event loop's
 #: timers fire a millisecond or so late, which alone would cost a host at 1,000/s a
 #: fifth of its rate. (A set rate never bursts: 1/R apart, always.)
@@ -677,6 +682,12 @@ class Scheduler(Generic[T]):
                 # It allowed about all we sent at the rate learned: a blip (the host
                 # stalled, then counted a late batch together), not a lower limit. Once.
                 host.last_blip = host.last_learn = now
+            elif (
+                host.learned is not None
+                and now - host.owned_at <= _HANDOVER_S
+                and allowed >= (1.0 - _MARGIN) * host.learned
+            ):
+                host.last_learn = now  # the others' leftovers, just after the hand-over
             else:
                 self._learn(host, allowed, now)
         if host.shared and not host.reported:
