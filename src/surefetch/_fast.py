@@ -35,7 +35,6 @@ request when a proxy or cookies are set.
 from __future__ import annotations
 
 import asyncio
-import errno
 import ipaddress
 import socket
 import ssl
@@ -66,6 +65,7 @@ from .errors import (
     classify,
     connect_failure,
     dns_failure,
+    is_reset,
     said,
 )
 from .network import NetworkPolicy
@@ -78,11 +78,10 @@ ACCEPT_ENCODING: Final = "gzip, deflate"
 #: aiohttp's limits on a response head (ClientSession's defaults).
 MAX_FIELD: Final = 8190
 MAX_HEADERS: Final = 128
-#: Idle connections live this long (aiohttp's keepalive_timeout).
-KEEPALIVE: Final = 15.0
+#: Idle connections live this long (aiohttp's keepalive_timeout); read per pool.
+KEEPALIVE = 15.0
 
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
-_RESETS: Final = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 #: A pool of connections: host, port, and whether they are TLS.
 Key = tuple[str, int, bool]
@@ -275,9 +274,7 @@ class _Connection(asyncio.Protocol):
         waiter = self.waiter
         if waiter is None or waiter.done():
             return
-        reset = isinstance(exc, _RESETS) or (
-            isinstance(exc, OSError) and exc.errno in (errno.ECONNRESET, errno.EPIPE)
-        )
+        reset = is_reset(exc)
         error: FetchError
         if not self.head:
             if reset:

@@ -89,6 +89,7 @@ __all__ = [
     "cuts_body",
     "dns_failure",
     "is_parser_error",
+    "is_reset",
     "said",
 ]
 
@@ -476,6 +477,14 @@ def _is_reset(exc: BaseException) -> bool:
     return tail.startswith(tuple(f"{kind.__name__}(" for kind in _RESET_TYPES))
 
 
+def is_reset(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is the peer resetting (or aborting) the connection: by its type,
+    or by its errno (aiohttp's ClientOSError carries the errno of the OS error)."""
+    return isinstance(exc, _RESET_TYPES) or (
+        isinstance(exc, OSError) and exc.errno in _RESET_ERRNOS
+    )
+
+
 def cuts_body(exc: BaseException) -> bool:
     """Whether a connection that ended with ``exc`` cut short a body that was to end with
     it: a fault of the network, the peer or TLS (a reset, a timeout, a bad record), not
@@ -592,13 +601,11 @@ def classify(exc: BaseException) -> FetchError:
         if _is_body_error(exc):
             return PayloadError(said("response body is broken", telling))
         return ProtocolError(said("malformed response", telling))
-    if isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
+    if is_reset(exc):
         return PeerResetError(said("connection reset by the server", exc))
     if isinstance(exc, aiohttp.ClientOSError | OSError):
         if _out_of_files(exc):
             return ConnectFailedError(_OUT_OF_FILES)
-        if exc.errno in _RESET_ERRNOS:
-            return PeerResetError(said("connection reset by the server", exc))
         return ConnectFailedError(said("network error", exc))
     if isinstance(exc, aiohttp.ClientConnectionError):
         return ServerDisconnectedError(said("connection lost", exc))
