@@ -102,7 +102,7 @@ def answer(
 
 def test_slow_start_doubles_per_round_until_the_first_overload() -> None:
     sched, clock = scheduler(start_limit=2)
-    sched.per_host = 64
+    sched.per_host = 32  # a host starts at a 16th of it: 2
     host = sched.host("a:80", "a")
     answer(sched, clock, 0.01, 2)  # the first round: 2 answers at limit 2
     assert host.limit == 4
@@ -112,6 +112,20 @@ def test_slow_start_doubles_per_round_until_the_first_overload() -> None:
     assert host.limit == 4
     answer(sched, clock, 0.01, 4)  # now additive: one more per round of 4
     assert 4.9 < host.limit < 5.1
+
+
+def test_a_host_starts_at_a_sixteenth_of_its_per_host_limit() -> None:
+    """From 2, a host at 50 ms allowed 512 would spend 8 round trips (0.4 s) in slow
+    start; from 32, 4. The default per-host limit (8) still starts at 2."""
+    starts = {}
+    for per_host, share in ((8, 1), (32, 1), (512, 1), (512, 2), (3, 1)):
+        sched = Scheduler(Politeness(start_limit=2), per_host, share=share)
+        starts[per_host, share] = sched.host("a:80", "a").limit
+    assert starts == {(8, 1): 2, (32, 1): 2, (512, 1): 32, (512, 2): 16, (3, 1): 2}
+    sched = Scheduler(Politeness(start_limit=4), 2)
+    assert sched.host("a:80", "a").limit == 2  # never above the per-host limit
+    sched = Scheduler(Politeness(adaptive=False), 512)
+    assert sched.host("a:80", "a").limit == 512
 
 
 def test_latency_rise_counts_as_overload_a_round_at_a_time() -> None:

@@ -9,10 +9,11 @@ attempt went.
   (GCRA, a token bucket of one token): at most ``rate`` in any second. Retries take
   their turn too, after the host's pause if it asked for one.
 - **Adaptive concurrency** (slow start then AIMD, as TCP does): a host starts at
-  ``start_limit`` requests in flight; until its first sign of overload every healthy
-  response adds one (the limit doubles per round of responses; beyond ``_FAST_FROM``
-  per ``_FAST_ROUND`` at most, so that a host answering in a millisecond meets its
-  rate limit with few requests in flight), after it ``1 / limit`` (one more per
+  a sixteenth of its per-host limit in flight (``start_limit`` at least); until its
+  first sign of overload every healthy response adds one (the limit doubles per
+  round of responses; beyond ``_FAST_FROM`` per ``_FAST_ROUND`` at most, so that a
+  host answering in a millisecond meets its rate limit with few requests in
+  flight), after it ``1 / limit`` (one more per
   round), up to ``per_host``. A 429 or 503 or a connect timeout halves it (at most
   once per ``cut_every`` seconds, so one burst of failures counts once). A round of
   responses slower than ``latency_factor`` times the host's no-load latency, without
@@ -223,6 +224,10 @@ class Throttle:
 
 #: Answers are counted per quarter second, to know those of the last second.
 _QUARTER = 0.25
+#: A host starts at this share of its per-host limit (``start_limit`` at least): slow
+#: start doubles once per round trip, and from 2 a host at 50 ms allowed 512 takes 8
+#: of them (0.4 s) to get there, from 32 only 4.
+_START_SHARE = 16
 #: Slow start doubles the limit at most once per this many seconds, from this limit.
 _FAST_ROUND = 0.010
 _FAST_FROM = 8
@@ -383,7 +388,9 @@ class Scheduler(Generic[T]):
             shared = self.share > 1 and rate is None and per_host >= self.share
             if shared:
                 per_host //= self.share
-            start = min(per_host, policy.start_limit) if policy.adaptive else per_host
+            start = per_host
+            if policy.adaptive:
+                start = min(per_host, max(policy.start_limit, per_host // _START_SHARE))
             host = _Host(
                 key,
                 name,
