@@ -303,6 +303,58 @@ async def test_two_workers_fetch_every_url_once(
     assert sum(site.hits.values()) == count  # and none was fetched twice
 
 
+# Entries admitted to the streams KEYS and not yet handed to a worker (after the
+# group's last-delivered id): what waits in Redis, whatever has been acknowledged.
+_WAITING = """
+local n = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then
+    for _, group in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+      for i = 1, #group, 2 do
+        if group[i] == 'last-delivered-id' then
+          n = n + #redis.call('XRANGE', key, '(' .. group[i + 1], '+')
+        end
+      end
+    end
+  end
+end
+return n
+"""
+
+
+async def test_the_window_holds_what_the_workers_need_not_the_input(
+    tmp_path: Path, redis_server: RedisServer, site: Site, procs: Procs
+) -> None:
+    """With the default --window of 10,000 and 2,000 URLs, Redis does not take the whole
+    input at once: one worker of 8 connections (it holds 48 entries at most) leaves at
+    most its credit and a reserve of 512 waiting in the streams; and some do wait."""
+    count = 2000
+    urls = write_lines(tmp_path / "urls.txt", site.urls(count))
+    out = tmp_path / "out.jsonl"
+    await procs.worker(redis_server, "w0")
+    await wait_present(redis_server, 1)
+    client = redis.Redis.from_url(redis_server.url)
+    queues = [f"surefetch:{{t}}:q:{p}" for p in range(16)]
+    waiting: list[int] = []
+
+    async def sample() -> None:
+        while True:
+            waiting.append(int(await client.eval(_WAITING, len(queues), *queues)))
+            await asyncio.sleep(0.01)
+
+    try:
+        args = coordinator_args(redis_server, urls, out, "--concurrency", "8")
+        async with asyncio.TaskGroup() as tg:
+            sampler = tg.create_task(sample())
+            code, _, err = await surefetch(*args, timeout=60)
+            sampler.cancel()
+    finally:
+        await client.aclose()
+    assert code == 0, err
+    one_each(out, count)
+    assert 100 < max(waiting) <= 48 + 512, max(waiting)
+
+
 async def test_sqlite_output_and_retry_failed_through_redis(
     tmp_path: Path, redis_server: RedisServer, site: Site, procs: Procs
 ) -> None:

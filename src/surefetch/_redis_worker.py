@@ -35,6 +35,7 @@ from .distributed import (
     encode,
     partition_of,
     redis_errors,
+    worker_credit,
 )
 from .engine import Stats, run
 from .errors import WorkerLostError
@@ -313,7 +314,7 @@ class _Session:
     moving: list[tuple[_Lease, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.credit = 2 * self.config.limits["concurrency"] + 32
+        self.credit = worker_credit(self.config.limits["concurrency"])
         # Read once a quarter of the credit is free (not for every record that frees
         # one): there is still more than a fetch each in hand then.
         self.read_least = max(1, self.credit // 4)

@@ -73,6 +73,7 @@ __all__ = [
     "check_reachable",
     "connect",
     "run_redis",
+    "worker_credit",
 ]
 
 log = logging.getLogger("surefetch.distributed")
@@ -89,6 +90,18 @@ _QUIET = 2.0
 _LOOK_EVERY = 0.25
 #: How long the coordinator waits for a lost Redis to come back before giving up.
 _PATIENCE = 120.0
+#: The window by need: the coordinator keeps in Redis, without a record yet, what the
+#: workers present can hold (their credit each) and a reserve of what they record in
+#: ``_REFILL`` s (at least ``_RESERVE``: one admission batch), so that a worker with
+#: room finds entries waiting; ``window`` bounds that and the records not yet durable.
+_RESERVE = _ADMIT_BATCH
+_REFILL = 0.1
+
+
+def worker_credit(concurrency: int) -> int:
+    """Entries a worker of ``concurrency`` connections holds at most (read, no record
+    sent yet): enough to keep its engine fed between two reads."""
+    return 2 * concurrency + 32
 
 
 class RedisUnavailable(SurefetchError):
@@ -101,7 +114,8 @@ class Distributed:
 
     - ``url``: ``redis://HOST:PORT/DB`` (or ``rediss://``, ``unix://``).
     - ``job``: the job's name; its keys are ``surefetch:{job}:...``.
-    - ``window``: URLs in Redis at most (admitted and not yet recorded).
+    - ``window``: URLs in Redis at most (admitted, not yet acknowledged); fewer while
+      the workers need fewer (what they hold and a reserve, see ``_RESERVE``).
     - ``partitions``: host partitions (the unit a worker owns; more than workers).
     - ``lease``: seconds a worker's leases last without a heartbeat; an entry of a
       dead worker is reclaimed once it stayed idle this long.
@@ -330,6 +344,12 @@ class _Coordinator:
     #: Shared hosts that pushed back (each has one owner now), and each host's lanes.
     alone: set[str] = field(default_factory=set)
     lanes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: Entries without a record that Redis is to hold now (see ``_RESERVE``), the
+    #: records/s measured, and the count and time it was last measured from.
+    wanted: int = _RESERVE
+    rate: float = 0.0
+    taken: int = 0
+    rated: tuple[int, float] = (0, 0.0)
 
     def __post_init__(self) -> None:
         self.keys = Keys(self.settings.job)
@@ -365,12 +385,14 @@ class _Coordinator:
         done: UrlIndex | None,
         bad_input: list[InputError],
     ) -> None:
-        window = self.settings.window
+        window, outstanding = self.settings.window, self.outstanding
         async for batch in admitted(items, self.stats, self.count_emit, seen, done, bad_input):
             for item, target, host in batch:
-                # Entries whose records came but are not durable yet are still in
-                # Redis: they count, so that Redis holds ``window`` entries at most.
-                while len(self.outstanding) + len(self.to_ack) >= window:
+                # As many as the workers need; and entries whose records came but are
+                # not durable yet are still in Redis: they count towards ``window``.
+                while (
+                    len(outstanding) >= self.wanted or len(outstanding) + len(self.to_ack) >= window
+                ):
                     self.room.clear()
                     await self.room.wait()
                 n = self.next_n
@@ -492,14 +514,33 @@ class _Coordinator:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hget(self.keys.meta, "epoch")
         pipe.hkeys(self.keys.alone)
-        epoch, alone = await pipe.execute()
+        pipe.zcard(self.keys.workers)
+        epoch, alone, workers = await pipe.execute()
         if epoch != self.epoch.encode():
             raise EpochLost(f"Redis no longer holds epoch {self.epoch}")
+        self.size_window(int(workers))
         for raw in alone:
             host = raw.decode()
             if host not in self.alone:
                 self.alone.add(host)
                 self.lanes.pop(host, None)
+
+    def size_window(self, workers: int) -> None:
+        """Size the entries wanted in Redis by the ``workers`` present (their credit)
+        and the records/s measured (the reserve); more room lets ``feed`` go on."""
+        now = asyncio.get_running_loop().time()
+        taken, then = self.rated
+        if now - then >= 0.2:
+            measured = (self.taken - taken) / (now - then) if then else 0.0
+            # Up at once (a worker that joins or speeds up is fed), down gently.
+            self.rate = max(measured, 0.75 * self.rate + 0.25 * measured)
+            self.rated = (self.taken, now)
+        credit = worker_credit(self.config.limits["concurrency"])
+        reserve = max(_RESERVE, int(self.rate * _REFILL))
+        wanted = workers * credit + reserve
+        if wanted > self.wanted:
+            self.room.set()
+        self.wanted = wanted
 
     async def _take(self, results: Results) -> None:
         if results.epoch != self.epoch:
@@ -521,6 +562,7 @@ class _Coordinator:
             await self.emit(record)
             to_ack.append((self.emitted, done.partition, done.entry))
         if taken:
+            self.taken += taken
             worker = results.worker.rpartition("-")[0]  # its name, without the session
             self.by_worker[worker] = self.by_worker.get(worker, 0) + taken
 
