@@ -102,22 +102,22 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
         'tail = str(exc).rsplit(". ", 2)[-1]',
     ): "the last piece of an rsplit is the same whatever the maxsplit.",
     (
-        "surefetch.errors.x_classify",
+        "surefetch.errors.x__from_aiohttp",
         "f\" (next: {exc.history[-1].headers.get('Location', '?')})\"",
         "f\" (next: {exc.history[-1].headers.get('location', '?')})\"",
     ): "response headers are a case-insensitive CIMultiDictProxy.",
     (
-        "surefetch.errors.x_classify",
+        "surefetch.errors.x__from_aiohttp",
         "f\" (next: {exc.history[-1].headers.get('Location', '?')})\"",
         "f\" (next: {exc.history[-1].headers.get('LOCATION', '?')})\"",
     ): "response headers are a case-insensitive CIMultiDictProxy.",
     (
-        "surefetch.errors.x_classify",
+        "surefetch.errors.x__from_aiohttp",
         'error.content_type = exc.history[-1].headers.get("Content-Type")',
         'error.content_type = exc.history[-1].headers.get("content-type")',
     ): "response headers are a case-insensitive CIMultiDictProxy.",
     (
-        "surefetch.errors.x_classify",
+        "surefetch.errors.x__from_aiohttp",
         'error.content_type = exc.history[-1].headers.get("Content-Type")',
         'error.content_type = exc.history[-1].headers.get("CONTENT-TYPE")',
     ): "response headers are a case-insensitive CIMultiDictProxy.",

@@ -267,18 +267,23 @@ async def test_grace_period_lets_requests_in_flight_finish(server: Server, tmp_p
 
 
 async def test_pure_python_aiohttp_parser_is_reported_loudly() -> None:
+    """Said when the first aiohttp session is made (aiohttp is loaded only then)."""
+    opened = (
+        "import asyncio, surefetch\n"
+        "async def main():\n"
+        "    async with surefetch.Client(transport='aiohttp'):\n"
+        "        pass\n"
+        "asyncio.run(main())\n"
+    )
     env = {**os.environ, "AIOHTTP_NO_EXTENSIONS": "1"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        "import surefetch.client",
-        env=env,
-        stderr=asyncio.subprocess.PIPE,
+        sys.executable, "-c", opened, env=env, stderr=asyncio.subprocess.PIPE
     )
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert "pure-Python HTTP parser" in err.decode()
+    assert err.decode().count("pure-Python") == 1
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "import surefetch.client", stderr=asyncio.subprocess.PIPE
+        sys.executable, "-c", opened, stderr=asyncio.subprocess.PIPE
     )
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert err.decode() == ""

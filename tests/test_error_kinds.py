@@ -550,7 +550,7 @@ async def test_connection_reset_mid_body_delimited_by_eof(
 ) -> None:
     # aiohttp ends a body delimited by the connection's end at a reset just as at a
     # clean close, returning the truncated body as complete; surefetch's protocol
-    # (client._Protocol) turns it into the error a body with a length gets.
+    # (_connector.ResponseProtocol) turns it into the error a body with a length gets.
     outcome = await fails_as(
         fault_server.url("/reset-mid-body?mode=eof"),
         PeerResetError,

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +20,7 @@ from surefetch import Client, FetchError, Limits, Timeouts, TooManyRedirectsErro
 from surefetch.tls import TLS
 
 from .faults import TLSServer
-from .helpers import SUREFETCH, write_lines
+from .helpers import SUREFETCH, records, write_lines
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -211,6 +213,35 @@ async def test_bytes_after_the_response_end_the_connection_not_the_next_request(
             response = await client.get(url)
             assert (response.status, response.body, response.attempts) == (200, b"ok", 1)
     assert raw.connections == 3  # none reused: each had junk after its response
+
+
+async def test_aiohttp_is_loaded_only_when_a_request_needs_it(
+    counting: Counting, tmp_path: Path
+) -> None:
+    """Importing aiohttp costs each process a fifth of a second of a core: a run the
+    lean transport takes whole loads it in none of its processes (the main one and two
+    workers here), and the first request it does not take (a POST) loads it then."""
+    for method, loads in (("GET", False), ("POST", True)):
+        urls = write_lines(
+            tmp_path / f"{method}.txt", [counting.url(f"/{method}/{i}") for i in range(20)]
+        )
+        out = tmp_path / f"{method}.jsonl"
+        run = await asyncio.create_subprocess_exec(
+            *SUREFETCH, "fetch", str(urls), "-o", str(out), "--workers", "2", "--method", method,
+            env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"},
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(run.communicate(), 60)
+        assert run.returncode == 0, err.decode()[-2000:]
+        assert sorted({r["status"] for r in records(out)}) == [200] and len(records(out)) == 20
+        imported = [
+            line.rpartition("|")[2].strip()
+            for line in err.decode().splitlines()
+            if line.startswith("import time:")
+        ]
+        assert imported.count("surefetch.engine") == 3  # each process's imports are here
+        assert ("aiohttp" in imported) is loads, method
+    assert counting.methods.count("POST") == 20
 
 
 def test_fast_refuses_what_it_cannot_do_in_one_line(tmp_path: object) -> None:

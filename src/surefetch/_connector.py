@@ -22,23 +22,16 @@ import socket
 from typing import Any
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
 from aiohttp.client_reqrep import ConnectionKey
+from aiohttp.helpers import _EXC_SENTINEL
 
 from ._deadlines import Deadlines, Task
-from .errors import BlockedAddressError, FetchError
+from .errors import BlockedAddressError, cuts_body, is_parser_error
 from .network import NetworkPolicy
 from .proxy import ProxyChoice
 
-__all__ = ["Connector", "StaleConnection", "socks_available"]
-
-
-class StaleConnection(Exception):
-    """A request failed on a pooled connection before any answer came: the server had
-    closed it, and never saw the request (either transport raises it)."""
-
-    def __init__(self, error: FetchError) -> None:
-        super().__init__(error.message)
-        self.error = error
+__all__ = ["Connector", "ResponseProtocol", "socks_available"]
 
 
 def socks_available() -> str | None:
@@ -244,3 +237,49 @@ class Connector(aiohttp.TCPConnector):
                 break
             for proto, _ in idle.pop(oldest):
                 proto.close()
+
+
+class ResponseProtocol(ResponseHandler):
+    """aiohttp's connection protocol, handing the body two errors that aiohttp 3.14 does
+    not (neither method runs for a healthy response, so this costs nothing per request):
+
+    - a body that ends with the connection (no Content-Length, not chunked) cut by a
+      reset: aiohttp ends it as if the server had closed, so a truncated body would
+      pass as complete. Here it fails as a body cut short of its Content-Length does.
+    - a broken chunk after the head, with the C parser: aiohttp tells the connection
+      but not the body, which then waits until a timeout ends it (and is retried).
+      Here the body fails at once, as with the pure-Python parser.
+    """
+
+    __slots__ = ()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        payload = self._payload
+        reading = payload is not None and not payload.is_eof() and payload.exception() is None
+        super().connection_lost(exc)
+        # A body framed by length or chunks that was cut now holds aiohttp's error; one
+        # that ended cleanly although the connection failed was delimited by its end.
+        if reading and exc is not None and cuts_body(exc):
+            assert payload is not None
+            if payload.is_eof() and payload.exception() is None:
+                error = aiohttp.ClientPayloadError(
+                    "Response payload is not completed: it ends with the connection,"
+                    f" which failed. {exc!r}"
+                )
+                error.__cause__ = exc
+                # A reader already woken by the end sees this once the loop ends: _read_body.
+                payload.set_exception(error, exc)
+
+    def set_exception(self, exc: BaseException, exc_cause: BaseException = _EXC_SENTINEL) -> None:
+        payload = self._payload
+        super().set_exception(exc, exc_cause)
+        if (
+            payload is not None
+            and is_parser_error(exc)
+            and not payload.is_eof()
+            and payload.exception() is None
+        ):
+            cause = exc if exc_cause is _EXC_SENTINEL else exc_cause
+            error = aiohttp.ClientPayloadError(f"Response payload is not completed: {exc!r}")
+            payload.set_exception(error, cause)
+            error.__cause__ = cause  # set_exception sets it only on a waiting reader

@@ -35,6 +35,7 @@ request when a proxy or cookies are set.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import ssl
@@ -47,7 +48,6 @@ import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from ._connector import StaleConnection
 from ._deadlines import Deadlines, Task
 from .errors import (
     BlockedAddressError,
@@ -60,6 +60,7 @@ from .errors import (
     ProtocolError,
     RedirectBlockedError,
     ServerDisconnectedError,
+    StaleConnection,
     TLSError,
     TooManyRedirectsError,
     classify,
@@ -80,6 +81,8 @@ MAX_FIELD: Final = 8190
 MAX_HEADERS: Final = 128
 #: Idle connections live this long (aiohttp's keepalive_timeout); read per pool.
 KEEPALIVE = 15.0
+#: Seconds a closing pool waits at most for its sockets to be closed.
+_CLOSE_WAIT = 1.0
 
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 
@@ -232,6 +235,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self._pool.open.add(self)
 
     def data_received(self, data: bytes) -> None:
         if self.waiter is None or self.done:  # nothing asked: a broken server
@@ -421,6 +425,9 @@ class Pool:
         self.waiters: deque[tuple[Key, asyncio.Future[None]]] = deque()
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
+        #: Every connection made and not yet lost; set once the pool closed, all are.
+        self.open: set[_Connection] = set()
+        self._all_lost = asyncio.Event()
 
     def _fits(self, key: Key) -> bool:
         return self.in_use < self.limit and self.busy.get(key, 0) < self.limit_per_host
@@ -508,6 +515,9 @@ class Pool:
 
     def lost(self, connection: _Connection) -> None:
         """``connection`` closed: it is no longer idle."""
+        self.open.discard(connection)
+        if self._closed and not self.open:
+            self._all_lost.set()
         idle = self.idle.get(connection.key)
         if idle and connection in idle:
             idle.remove(connection)
@@ -524,15 +534,26 @@ class Pool:
         if self.idle and not self._closed:
             self._sweeper = self.loop.call_later(self.keepalive, self._sweep)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Close every connection (those in use are aborted) and wait until their
+        sockets are (the event loop closes one after the call that asks it to)."""
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        for idle in list(self.idle.values()):
-            for connection in idle:
-                connection.transport.close()  # type: ignore[union-attr]
+        idle = {connection for pooled in self.idle.values() for connection in pooled}
         self.idle.clear()
+        for connection in list(self.open):
+            transport = connection.transport
+            assert transport is not None  # set before the connection was counted
+            if connection in idle:
+                transport.close()
+            else:
+                transport.abort()
+        if self.open:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_CLOSE_WAIT):
+                    await self._all_lost.wait()
 
     # -- new connections -------------------------------------------------------
 
@@ -731,8 +752,8 @@ class FastTransport:
                 redirects,
             )
 
-    def close(self) -> None:
-        self.pool.close()
+    async def close(self) -> None:
+        await self.pool.close()
 
 
 def _literal(host: str, port: int) -> list[Any] | None:

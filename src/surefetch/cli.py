@@ -22,8 +22,7 @@ from . import __version__, _loop, logs
 from ._loop import LOOPS
 from ._spawn import DEFAULT_WORKERS
 from ._tune import concurrency_for, raise_open_files
-from .client import DEFAULT_USER_AGENT, TRANSPORTS, Client
-from .cookies import COOKIE_MODES
+from .client import COOKIE_MODES, DEFAULT_USER_AGENT, TRANSPORTS, Client
 from .distributed import Distributed, JobTaken, RedisUnavailable, check_reachable
 from .distributed import check_url as check_redis_url
 from .job import FetchJob, Job

@@ -1,5 +1,6 @@
-"""The Client: one aiohttp session for its whole life; a request in, a response or a
-typed error out. Knows nothing of files, queues or the command line."""
+"""The Client: one pool of connections for its whole life (the lean transport's, and
+one aiohttp session, loaded only when a request needs it); a request in, a response or
+a typed error out. Knows nothing of files, queues or the command line."""
 
 from __future__ import annotations
 
@@ -17,16 +18,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast
 
-import aiohttp
-from aiohttp.client_proto import ResponseHandler
-from aiohttp.helpers import _EXC_SENTINEL
 from multidict import CIMultiDictProxy
 from yarl import URL
 
 from . import __version__
-from ._connector import Connector, StaleConnection
 from ._deadlines import Deadlines
-from .cookies import cookie_jar
 from .errors import (
     BodyTooLargeError,
     ClientStateError,
@@ -36,10 +32,9 @@ from .errors import (
     InvalidURLError,
     ReadTimeoutError,
     RunStopped,
+    StaleConnection,
     TotalTimeoutError,
     classify,
-    cuts_body,
-    is_parser_error,
     said,
 )
 from .network import NetworkPolicy
@@ -50,6 +45,10 @@ from .resolve import DNS, Resolver
 from .tls import TLS
 
 if TYPE_CHECKING:
+    import aiohttp
+    from aiohttp.client_proto import ResponseHandler
+
+    from ._connector import Connector
     from ._fast import FastTransport
     from .engine import RecordStream
     from .polite import Politeness
@@ -76,13 +75,17 @@ DEFAULT_USER_AGENT: Final = f"surefetch/{__version__} (+aiohttp)"
 #: - ``fast``: the same, but a proxy, cookies or a missing httptools is an error;
 #: - ``aiohttp``: every request through aiohttp.
 TRANSPORTS: Final = ("auto", "fast", "aiohttp")
+#: Cookie handling (see surefetch.cookies): none kept, or each host's for that host.
+COOKIE_MODES: Final = ("off", "per-host")
 #: The transport of a Client made without one (the tests run their suite over each).
 DEFAULT_TRANSPORT = "auto"
 
 
+@functools.cache
 def _warn_if_slow_parser() -> None:
     """aiohttp without its C extensions parses responses about twice as slowly: say so
-    loudly, once (AIOHTTP_NO_EXTENSIONS set, or a platform without wheels)."""
+    loudly, once (AIOHTTP_NO_EXTENSIONS set, or a platform without wheels), when the
+    first session is made."""
     from aiohttp import http_parser
 
     if http_parser.HttpResponseParser is http_parser.HttpResponseParserPy:
@@ -90,9 +93,6 @@ def _warn_if_slow_parser() -> None:
             "aiohttp is using its pure-Python HTTP parser (no C extensions): surefetch"
             " will be much slower; unset AIOHTTP_NO_EXTENSIONS or install a binary wheel"
         )
-
-
-_warn_if_slow_parser()
 
 
 def _has_control(url: str) -> bool:
@@ -303,7 +303,9 @@ class AttemptEvent:
 
 
 class Client:
-    """An HTTP client that owns one aiohttp session and connector for its whole life.
+    """An HTTP client that owns its connections for its whole life: the lean
+    transport's pool, and one aiohttp session and connector (made with the client
+    without the lean transport, else when the first request it does not take comes).
 
     Use it as ``async with Client() as client:``. Every request runs under the
     timeouts, limits and retry policy given here. :meth:`get` and :meth:`request`
@@ -360,7 +362,7 @@ class Client:
 
             if (why := socks_available()) is not None:
                 raise ValueError(why)
-        if cookies not in ("off", "per-host"):
+        if cookies not in COOKIE_MODES:
             raise ValueError(f"cookies must be 'off' or 'per-host', got {cookies!r}")
         #: Cookie handling: "off" (none kept) or "per-host" (see surefetch.cookies).
         self.cookies = cookies
@@ -406,7 +408,7 @@ class Client:
     # -- lifecycle ---------------------------------------------------------------
 
     async def __aenter__(self) -> Client:
-        if self._session is not None or self._closing:
+        if self._loop is not None or self._closing:
             raise ClientStateError("a Client can be opened only once; make a new one")
         self._loop = asyncio.get_running_loop()
         timeouts = self.timeouts
@@ -414,22 +416,42 @@ class Client:
         # requests (see surefetch._deadlines); aiohttp keeps the connect timeout.
         self._deadlines = Deadlines(self._loop, total=timeouts.total, read=timeouts.read)
         self._resolver = Resolver(self.dns)
+        if self.lean:
+            # aiohttp (a fifth of a second of a core to import) waits for a request
+            # that the lean transport does not take.
+            self._fast = self._open_fast(self._loop, self._deadlines, self._resolver)
+        else:
+            self._open_session()
+        self._idle.set()
+        return self
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        """The aiohttp session and its connector, made once, when the first request
+        that needs them comes (at once without the lean transport)."""
+        import aiohttp
+
+        from ._connector import Connector, ResponseProtocol
+        from .cookies import cookie_jar
+
+        _warn_if_slow_parser()
+        assert self._loop is not None and self._deadlines is not None
+        timeouts, limits = self.timeouts, self.limits
         self._connector = connector = Connector(
             self._deadlines,
-            idle_hosts=max(1, self.limits.concurrency // self.limits.per_host),
+            idle_hosts=max(1, limits.concurrency // limits.per_host),
             network=self.network,
-            limit=self.limits.concurrency,
-            limit_per_host=self.limits.per_host,
+            limit=limits.concurrency,
+            limit_per_host=limits.per_host,
             # The resolver's cache (TTLs, bounded, single flight) is the one DNS cache.
             resolver=self._resolver,
             use_dns_cache=False,
             ssl=self._ssl,
             socks=self.proxy.socks if self.proxy is not None else None,
         )
-        # aiohttp loses two body errors (see _Protocol): its connections use ours.
-        factory = functools.partial(_Protocol, loop=self._loop)
+        # aiohttp loses two body errors (see ResponseProtocol): its connections use ours.
+        factory = functools.partial(ResponseProtocol, loop=self._loop)
         connector._factory = cast("functools.partial[ResponseHandler]", factory)
-        self._session = aiohttp.ClientSession(
+        self._session = session = aiohttp.ClientSession(
             connector=connector,
             headers=self._headers,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect),
@@ -442,11 +464,8 @@ class Client:
         # drops or resets before the response; the retry policy is the only retry
         # here, so that ``attempts`` counts every request sent. (There is no public
         # switch; aiohttp's own test client turns it off the same way.)
-        self._session._retry_connection = False
-        if self.lean:
-            self._fast = self._open_fast(self._loop, self._deadlines, self._resolver)
-        self._idle.set()
-        return self
+        session._retry_connection = False
+        return session
 
     def _open_fast(
         self, loop: asyncio.AbstractEventLoop, deadlines: Deadlines, resolver: Resolver
@@ -504,7 +523,6 @@ class Client:
         Safe to call more than once.
         """
         self._closing = True
-        session, self._session = self._session, None
         try:
             for task in list(self._streams):
                 task.cancel()
@@ -513,7 +531,9 @@ class Client:
             await self._idle.wait()
         finally:
             if self._fast is not None:
-                self._fast.close()
+                await self._fast.close()
+            # Read now: a request in flight until then may have made it.
+            session, self._session = self._session, None
             if session is not None:
                 await session.close()
             if self._resolver is not None:
@@ -556,16 +576,15 @@ class Client:
         """The headers sent with every request (User-Agent included)."""
         return dict(self._headers)
 
-    def _check(self) -> aiohttp.ClientSession:
+    def _check(self) -> None:
         if self._closing:
             raise ClientStateError("this Client is closed")
-        if self._session is None:
+        if self._loop is None:
             raise ClientStateError("use the Client inside 'async with Client() as client:'")
         if asyncio.get_running_loop() is not self._loop:
             raise ClientStateError(
                 "this Client belongs to another event loop; make one Client per loop"
             )
-        return self._session
 
     # -- requests ----------------------------------------------------------------
 
@@ -620,7 +639,7 @@ class Client:
 
         Once ``stop`` is set no retry starts (also not one waiting out its delay):
         :class:`RunStopped` is raised instead, and the URL is left for the next run."""
-        session = self._check()
+        self._check()
         method = method.upper()
         started = time.monotonic()
         if self._netrc is not None and target.raw_user is None:
@@ -652,7 +671,7 @@ class Client:
                     on_event(AttemptEvent("start", str(url), method, attempts))
                 began = time.monotonic()
                 try:
-                    response = await self._attempt(session, method, url, headers, data)
+                    response = await self._attempt(method, url, headers, data)
                 except FetchError as exc:
                     kind, status, answer, headers_in = exc.kind, exc.status, None, None
                     failure: FetchError | None = exc
@@ -727,7 +746,6 @@ class Client:
 
     async def _attempt(
         self,
-        session: aiohttp.ClientSession,
         method: str,
         url: URL,
         headers: Mapping[str, str] | None,
@@ -741,7 +759,7 @@ class Client:
         resent = 0
         while True:
             try:
-                return await self._exchange(session, method, url, headers, data, task, cancelling)
+                return await self._exchange(method, url, headers, data, task, cancelling)
             except StaleConnection as stale:
                 # The server had closed that pooled connection: it never saw the
                 # request. Send it again at once on another (at most once per
@@ -752,7 +770,6 @@ class Client:
 
     async def _exchange(
         self,
-        session: aiohttp.ClientSession,
         method: str,
         url: URL,
         headers: Mapping[str, str] | None,
@@ -769,6 +786,7 @@ class Client:
             fast = self._fast
             if fast is not None and fast.takes(method, url, data, headers):
                 return await self._fast_exchange(fast, method, url, headers, task)
+            session = self._session or self._open_session()
             return await self._aiohttp_exchange(session, method, url, headers, data, task)
         except asyncio.CancelledError:
             timed_out = deadlines.timed_out(task, cancelling)
@@ -980,7 +998,7 @@ class _Hop:
                 elif login is not None:
                     req.headers["Proxy-Authorization"] = login
                 req.update_proxy(choice.url, None, tunnel)
-        return cast(aiohttp.ClientResponse, await handler(req))
+        return cast("aiohttp.ClientResponse", await handler(req))
 
 
 def connection_options(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -1030,52 +1048,6 @@ def _read_netrc(path: str | None) -> tuple[str, dict[str, str]]:
     return where, logins
 
 
-class _Protocol(ResponseHandler):
-    """aiohttp's connection protocol, handing the body two errors that aiohttp 3.14 does
-    not (neither method runs for a healthy response, so this costs nothing per request):
-
-    - a body that ends with the connection (no Content-Length, not chunked) cut by a
-      reset: aiohttp ends it as if the server had closed, so a truncated body would
-      pass as complete. Here it fails as a body cut short of its Content-Length does.
-    - a broken chunk after the head, with the C parser: aiohttp tells the connection
-      but not the body, which then waits until a timeout ends it (and is retried).
-      Here the body fails at once, as with the pure-Python parser.
-    """
-
-    __slots__ = ()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        payload = self._payload
-        reading = payload is not None and not payload.is_eof() and payload.exception() is None
-        super().connection_lost(exc)
-        # A body framed by length or chunks that was cut now holds aiohttp's error; one
-        # that ended cleanly although the connection failed was delimited by its end.
-        if reading and exc is not None and cuts_body(exc):
-            assert payload is not None
-            if payload.is_eof() and payload.exception() is None:
-                error = aiohttp.ClientPayloadError(
-                    "Response payload is not completed: it ends with the connection,"
-                    f" which failed. {exc!r}"
-                )
-                error.__cause__ = exc
-                # A reader already woken by the end sees this once the loop ends: _read_body.
-                payload.set_exception(error, exc)
-
-    def set_exception(self, exc: BaseException, exc_cause: BaseException = _EXC_SENTINEL) -> None:
-        payload = self._payload
-        super().set_exception(exc, exc_cause)
-        if (
-            payload is not None
-            and is_parser_error(exc)
-            and not payload.is_eof()
-            and payload.exception() is None
-        ):
-            cause = exc if exc_cause is _EXC_SENTINEL else exc_cause
-            error = aiohttp.ClientPayloadError(f"Response payload is not completed: {exc!r}")
-            payload.set_exception(error, cause)
-            error.__cause__ = cause  # set_exception sets it only on a waiting reader
-
-
 async def _read_body(
     resp: aiohttp.ClientResponse, limit: int, deadlines: Deadlines, task: asyncio.Task[Any]
 ) -> bytes:
@@ -1090,7 +1062,7 @@ async def _read_body(
         if size > limit:
             raise BodyTooLargeError(f"body exceeds max_body {limit} bytes (after decompression)")
         chunks.append(chunk)
-    if (error := stream.exception()) is not None:  # the end was a failure: see _Protocol
+    if (error := stream.exception()) is not None:  # the end was a failure: see ResponseProtocol
         raise error
     return b"".join(chunks)
 

@@ -27,9 +27,10 @@ from aiohttp.abc import AbstractCookieJar, ClearCookiePredicate
 from aiohttp.typedefs import LooseCookies
 from yarl import URL
 
+from .client import COOKIE_MODES
+
 __all__ = ["COOKIE_MODES", "PerHostCookieJar", "cookie_jar"]
 
-COOKIE_MODES: Final = ("off", "per-host")
 #: The bounds of the per-host jar.
 MAX_HOSTS: Final = 1_000
 PER_HOST: Final = 50

@@ -39,15 +39,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import ssl
-from typing import ClassVar, Final
+import sys
+from typing import TYPE_CHECKING, ClassVar, Final
 
-import aiohttp
-from aiohttp.http_exceptions import (
-    BadHttpMessage,
-    HttpProcessingError,
-    PayloadEncodingError,
-    TransferEncodingError,
-)
+if TYPE_CHECKING:
+    import aiohttp
 
 try:  # c-ares's errors, as the async resolver (surefetch.resolve) raises them
     from aiodns.error import DNSError as _AresError
@@ -79,6 +75,7 @@ __all__ = [
     "RobotsDisallowedError",
     "RunStopped",
     "ServerDisconnectedError",
+    "StaleConnection",
     "SurefetchError",
     "TLSError",
     "TooManyRedirectsError",
@@ -294,6 +291,15 @@ class InternalError(FetchError):
     kind = "internal_error"
 
 
+class StaleConnection(Exception):
+    """A request failed on a pooled connection before any answer came: the server had
+    closed it, and never saw the request (either transport raises it)."""
+
+    def __init__(self, error: FetchError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 #: Every error kind string, in the order the README documents them.
 KINDS: Final[tuple[str, ...]] = tuple(
     cls.kind
@@ -354,13 +360,28 @@ def _one_line(text: str) -> str:
 def _detail(exc: BaseException) -> str:
     """What ``exc`` says, on one line; "" when it says nothing (``ssl.SSLError()`` says
     "()")."""
-    if isinstance(exc, HttpProcessingError | aiohttp.ClientResponseError):
-        text = _one_line(exc.message)  # str() adds the status code (and the URL)
-        if text and isinstance(exc, TransferEncodingError) and "chunk" not in text.lower():
-            text = f"chunked encoding: {text}"  # the pure-Python parser's bare bytes
-    else:
+    text = _aiohttp_message(exc) if _AIOHTTP in sys.modules else None
+    if text is None:
         text = _one_line(str(exc))
     return text if any(c.isalnum() for c in text) else ""
+
+
+#: aiohttp is imported only when a request needs it (the lean transport does not): no
+#: aiohttp exception exists before, so the checks for them wait until it is loaded.
+_AIOHTTP: Final = "aiohttp"
+
+
+def _aiohttp_message(exc: BaseException) -> str | None:
+    """What an aiohttp parser or response error says, on one line (None for others)."""
+    import aiohttp
+    from aiohttp.http_exceptions import HttpProcessingError, TransferEncodingError
+
+    if not isinstance(exc, HttpProcessingError | aiohttp.ClientResponseError):
+        return None
+    text = _one_line(exc.message)  # str() adds the status code (and the URL)
+    if text and isinstance(exc, TransferEncodingError) and "chunk" not in text.lower():
+        text = f"chunked encoding: {text}"  # the pure-Python parser's bare bytes
+    return text
 
 
 def said(summary: str, exc: BaseException | str) -> str:
@@ -458,6 +479,8 @@ def _is_body_error(exc: BaseException) -> bool:
     both arrive in one read, so aiohttp reports it as a bad head; and it gives chunk
     errors only the generic BadHttpMessage type, telling them apart by the reason.
     """
+    from aiohttp.http_exceptions import BadHttpMessage, PayloadEncodingError
+
     for link in _chain(exc):
         if isinstance(link, PayloadEncodingError):
             return True
@@ -494,6 +517,10 @@ def cuts_body(exc: BaseException) -> bool:
 
 def is_parser_error(exc: BaseException) -> bool:
     """Whether ``exc`` is aiohttp's HTTP parser rejecting what the server sent."""
+    if _AIOHTTP not in sys.modules:
+        return False
+    from aiohttp.http_exceptions import HttpProcessingError
+
     return isinstance(exc, HttpProcessingError)
 
 
@@ -537,14 +564,44 @@ def classify(exc: BaseException) -> FetchError:
     """
     if isinstance(exc, FetchError):
         return exc
+    loaded = _AIOHTTP in sys.modules
+    if loaded and (error := _from_aiohttp(exc)) is not None:
+        return error
+    if isinstance(exc, TimeoutError):
+        return TotalTimeoutError("the attempt took longer than the total timeout")
+    if isinstance(exc, ssl.SSLError):
+        return _tls_error(_root(exc))
+    if is_reset(exc):
+        return PeerResetError(said("connection reset by the server", exc))
+    if isinstance(exc, OSError):  # aiohttp's ClientOSError too
+        if _out_of_files(exc):
+            return ConnectFailedError(_OUT_OF_FILES)
+        return ConnectFailedError(said("network error", exc))
+    if loaded and _lost_connection(exc):
+        return ServerDisconnectedError(said("connection lost", exc))
+    if isinstance(exc, asyncio.CancelledError):  # pragma: no cover - callers re-raise it
+        raise exc
+    return InternalError(said(f"unexpected {type(exc).__name__}", exc))
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    import aiohttp
+
+    return isinstance(exc, aiohttp.ClientConnectionError)
+
+
+def _from_aiohttp(exc: BaseException) -> FetchError | None:
+    """The kind of an aiohttp exception that says more than its base class (an OS error,
+    a timeout, a TLS error) would; None for any other exception."""
+    import aiohttp
+    from aiohttp.http_exceptions import HttpProcessingError
+
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return ConnectTimeoutError(said("connect did not complete in time", exc))
     if isinstance(exc, aiohttp.SocketTimeoutError):
         return ReadTimeoutError("no data from the server within the read timeout")
     if isinstance(exc, aiohttp.ServerTimeoutError):
         return ReadTimeoutError(said("server timed out", exc))
-    if isinstance(exc, TimeoutError):
-        return TotalTimeoutError("the attempt took longer than the total timeout")
     if isinstance(exc, aiohttp.TooManyRedirects):
         error: FetchError = TooManyRedirectsError(
             f"gave up after {len(exc.history) - 1} redirects"
@@ -567,8 +624,6 @@ def classify(exc: BaseException) -> FetchError:
         return _tls_error(_source(exc))
     if isinstance(exc, aiohttp.ServerFingerprintMismatch):
         return TLSError(said("TLS handshake failed", exc))
-    if isinstance(exc, ssl.SSLError):
-        return _tls_error(_root(exc))
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return dns_failure(exc.host, exc, _source(exc))
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -601,14 +656,4 @@ def classify(exc: BaseException) -> FetchError:
         if _is_body_error(exc):
             return PayloadError(said("response body is broken", telling))
         return ProtocolError(said("malformed response", telling))
-    if is_reset(exc):
-        return PeerResetError(said("connection reset by the server", exc))
-    if isinstance(exc, aiohttp.ClientOSError | OSError):
-        if _out_of_files(exc):
-            return ConnectFailedError(_OUT_OF_FILES)
-        return ConnectFailedError(said("network error", exc))
-    if isinstance(exc, aiohttp.ClientConnectionError):
-        return ServerDisconnectedError(said("connection lost", exc))
-    if isinstance(exc, asyncio.CancelledError):  # pragma: no cover - callers re-raise it
-        raise exc
-    return InternalError(said(f"unexpected {type(exc).__name__}", exc))
+    return None

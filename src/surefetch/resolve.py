@@ -28,10 +28,15 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from aiohttp.abc import AbstractResolver, ResolveResult
-
 if TYPE_CHECKING:
     import aiodns
+    from aiohttp.abc import AbstractResolver, ResolveResult
+
+    _ResolverBase = AbstractResolver
+else:
+    # aiohttp takes any object with its resolver's methods; importing it for the base
+    # class would load it in every process, also where the lean transport resolves.
+    _ResolverBase = object
 
 __all__ = ["DNS", "Resolver", "async_dns_error", "parse_server", "parse_servers"]
 
@@ -205,7 +210,7 @@ class _Entry:
         self.turn = 0
 
 
-class Resolver(AbstractResolver):
+class Resolver(_ResolverBase):
     """An aiohttp resolver with the cache and the single flight described in this
     module's docstring, configured by a :class:`DNS`.
 
