@@ -15,12 +15,15 @@ This module imports nothing heavy: it runs before the rest is loaded.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # asyncio alone is 50 ms to import: it waits until the workers are off
+    import asyncio
 
 __all__ = ["DEFAULT_WORKERS", "WorkerProcess", "discard", "start_early", "start_workers"]
 
@@ -106,6 +109,8 @@ class WorkerProcess:
 
     async def wait(self) -> int:
         """Its exit status, once it has exited (polled: this is only asked at the end)."""
+        import asyncio
+
         pause = 0.002
         while (code := self._proc.poll()) is None:
             await asyncio.sleep(pause)
@@ -128,6 +133,8 @@ async def start_workers(count: int) -> list[WorkerProcess]:
 
 
 async def _streams(proc: subprocess.Popen[bytes]) -> WorkerProcess:
+    import asyncio
+
     assert proc.stdin is not None and proc.stdout is not None
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
