@@ -45,12 +45,6 @@ from typing import TYPE_CHECKING, ClassVar, Final
 if TYPE_CHECKING:
     import aiohttp
 
-try:  # c-ares's errors, as the async resolver (surefetch.resolve) raises them
-    from aiodns.error import DNSError as _AresError
-
-    _ARES_ERRORS: tuple[type[Exception], ...] = (_AresError,)
-except ImportError:  # pragma: no cover - without aiodns no c-ares error is raised
-    _ARES_ERRORS = ()
 
 __all__ = [
     "KINDS",
@@ -529,8 +523,12 @@ def dns_failure(host: str, exc: BaseException, source: BaseException | None = No
     only its text, in an ``OSError`` raised from it), else what the resolver said
     (``source``, else the innermost cause of ``exc``)."""
     failed = f"host name {host} did not resolve"
+    # c-ares's errors, as the async resolver (surefetch.resolve) raises them: none can
+    # exist before aiodns is loaded (the main process of --workers N never loads it).
+    ares = sys.modules.get("aiodns.error")
+    ares_errors: tuple[type[Exception], ...] = (ares.DNSError,) if ares is not None else ()
     for link in _chain(exc):
-        if isinstance(link, _ARES_ERRORS) and link.args and isinstance(link.args[0], int):
+        if isinstance(link, ares_errors) and link.args and isinstance(link.args[0], int):
             reason = _ARES_REASONS.get(link.args[0])
             return DNSError(f"{failed}: {reason}" if reason else said(f"{failed} (c-ares)", link))
     return DNSError(said(failed, source or _root(exc)))
