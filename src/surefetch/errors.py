@@ -351,6 +351,11 @@ def _one_line(text: str) -> str:
     return " ".join(line for line in lines if line.strip("^"))
 
 
+#: aiohttp is imported only when a request needs it (the lean transport does not): no
+#: aiohttp exception exists before, so the checks for them wait until it is loaded.
+_AIOHTTP: Final = "aiohttp"
+
+
 def _detail(exc: BaseException) -> str:
     """What ``exc`` says, on one line; "" when it says nothing (``ssl.SSLError()`` says
     "()")."""
@@ -358,11 +363,6 @@ def _detail(exc: BaseException) -> str:
     if text is None:
         text = _one_line(str(exc))
     return text if any(c.isalnum() for c in text) else ""
-
-
-#: aiohttp is imported only when a request needs it (the lean transport does not): no
-#: aiohttp exception exists before, so the checks for them wait until it is loaded.
-_AIOHTTP: Final = "aiohttp"
 
 
 def _aiohttp_message(exc: BaseException) -> str | None:
@@ -583,6 +583,7 @@ def classify(exc: BaseException) -> FetchError:
 
 
 def _lost_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` is aiohttp's connection error that no OS error is under."""
     import aiohttp
 
     return isinstance(exc, aiohttp.ClientConnectionError)

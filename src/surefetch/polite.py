@@ -13,12 +13,12 @@ attempt went.
   first sign of overload every healthy response adds one (the limit doubles per
   round of responses; beyond ``_FAST_FROM`` per ``_FAST_ROUND`` at most, so that a
   host answering in a millisecond meets its rate limit with few requests in
-  flight), after it ``1 / limit`` (one more per
-  round), up to ``per_host``. A 429 or 503 or a connect timeout halves it (at most
-  once per ``cut_every`` seconds, so one burst of failures counts once). A round of
-  responses slower than ``latency_factor`` times the host's no-load latency, without
-  more answers per second, cuts it to the concurrency those answers need at the
-  no-load latency (Little's law, ``_HEADROOM`` over it), by half at the most.
+  flight), after it ``1 / limit`` (one more per round), up to ``per_host``. A 429 or
+  503 or a connect timeout halves it (at most once per ``cut_every`` seconds, so one
+  burst of failures counts once). A round of responses slower than
+  ``latency_factor`` times the host's no-load latency, without more answers per
+  second, cuts it to the concurrency those answers need at the no-load latency
+  (Little's law, ``_HEADROOM`` over it), by half at the most.
 - **Latency, like with like**: latencies are compared as means over rounds of at
   least ``_ROUND`` responses (and at least ``limit``), so a host whose endpoints
   differ in speed (a fast 404 among slow pages) shows the same mean at the same load.
