@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import errno
+import random
 import resource
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,7 +20,9 @@ import pytest
 from aiohttp import web
 from aiohttp.client_reqrep import ConnectionKey
 
+import surefetch._tune
 from surefetch import Client, Limits, RetryPolicy
+from surefetch._tune import IDLE_CONNECTIONS, SPARE_FILES, idle_connections
 from surefetch.errors import ConnectFailedError, ServerDisconnectedError, classify
 
 from .conftest import HOSTS, Server
@@ -114,11 +118,24 @@ async def test_post_on_a_stale_connection_is_not_sent_again() -> None:
         await server.aclose()
 
 
-async def test_idle_connections_are_kept_for_a_bounded_number_of_hosts() -> None:
-    """30 hosts (ports), concurrency 8 and 2 per host: idle connections are kept for at
-    most 8 // 2 = 4 hosts, so the sockets held do not grow with the hosts seen."""
+async def _many_ports(runner: web.AppRunner, count: int) -> list[int]:
+    """``count`` listening ports of one app: as many hosts to the client's pool."""
+    ports = []
+    for _ in range(count):
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        ports.append(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+    return ports
+
+
+@contextlib.asynccontextmanager
+async def thirty_hosts() -> AsyncIterator[tuple[list[str], set[object], list[int]]]:
+    """30 hosts (ports) x 4 URLs, shuffled; the peers (connections) the server saw."""
+    peers: set[object] = set()
 
     async def page(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        peers.add(request.transport.get_extra_info("peername"))
         await asyncio.sleep(0.01)
         return web.Response(text="ok")
 
@@ -126,24 +143,60 @@ async def test_idle_connections_are_kept_for_a_bounded_number_of_hosts() -> None
     app.router.add_get("/{n}", page)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    ports = []
-    for _ in range(30):
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        ports.append(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-    urls = [f"http://127.0.0.1:{port}/{n}" for port in ports for n in range(4)]
     try:
-        async with Client(limits=Limits(concurrency=8, per_host=2)) as client:
-            records = [r async for r in client.fetch_many(urls)]
-            held = [
-                c
-                for c in psutil.Process().net_connections("tcp")
-                if c.raddr and c.raddr.port in ports and c.status == psutil.CONN_ESTABLISHED
-            ]
-        assert len(records) == 120 and all(r.ok for r in records)
-        assert len(held) <= 8, len(held)
+        ports = await _many_ports(runner, 30)
+        urls = [f"http://127.0.0.1:{port}/{n}" for port in ports for n in range(4)]
+        random.Random(7).shuffle(urls)
+        yield urls, peers, ports
     finally:
         await runner.cleanup()
+
+
+def _held(ports: list[int]) -> int:
+    return sum(
+        1
+        for c in psutil.Process().net_connections("tcp")
+        if c.raddr and c.raddr.port in ports and c.status == psutil.CONN_ESTABLISHED
+    )
+
+
+async def test_idle_connections_are_kept_for_many_hosts() -> None:
+    """Concurrency 8, 2 per host, 30 hosts in a shuffled order: a host's next URL finds
+    its connection idle in the pool, however many other hosts came in between (idle
+    connections are not closed for only ``8 // 2`` hosts' sake)."""
+    async with thirty_hosts() as (urls, peers, ports):
+        async with Client(limits=Limits(concurrency=8, per_host=2)) as client:
+            got = [r async for r in client.fetch_many(urls)]
+            held = _held(ports)
+        assert len(got) == 120 and all(r.ok for r in got)
+        assert len(peers) <= 2 * 30, len(peers)  # at most per_host new ones per host
+        assert held >= 30, held
+
+
+async def test_idle_connections_are_bounded_in_total(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With room for 8 idle connections (IDLE_CONNECTIONS, never below the
+    concurrency), 30 hosts leave at most 8 open: the oldest hosts' go first, so the
+    sockets held do not grow with the hosts seen."""
+    monkeypatch.setattr(surefetch._tune, "IDLE_CONNECTIONS", 1)
+    async with thirty_hosts() as (urls, peers, ports):
+        async with Client(limits=Limits(concurrency=8, per_host=2)) as client:
+            got = [r async for r in client.fetch_many(urls)]
+            held = _held(ports)
+        assert len(got) == 120 and all(r.ok for r in got)
+        assert held <= 8, held
+        assert len(peers) > 2 * 30  # and so hosts whose connections went dial again
+
+
+def test_idle_connections_fit_the_open_files_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+        assert idle_connections(100) == 1024 - SPARE_FILES - 100
+        assert idle_connections(600) == 600  # never fewer than the requests in flight
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 20_000), hard))
+        assert idle_connections(100) == min(IDLE_CONNECTIONS, min(hard, 20_000) - 164)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_out_of_open_files_is_a_retried_connect_error_that_says_so() -> None:

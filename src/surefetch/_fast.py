@@ -9,8 +9,8 @@ to httptools (llhttp, the parser family aiohttp itself uses), and one future per
 response. It keeps every guarantee of the aiohttp path:
 
 - connections pooled per host, at most ``limit`` in use and ``limit_per_host`` per
-  host; idle ones closed after ``keepalive`` seconds, and kept for at most
-  ``idle_hosts`` hosts;
+  host; idle ones closed after ``keepalive`` seconds, and at most ``idle_max`` kept
+  over all hosts (the oldest host's closed first);
 - every address checked against the network policy before its socket exists;
   names resolved by surefetch's resolver (c-ares, cached, one query per name);
 - TLS by the client's context (certificates, client certificates, minimum version),
@@ -402,7 +402,7 @@ class Pool:
         *,
         limit: int,
         limit_per_host: int,
-        idle_hosts: int,
+        idle_max: int,
         connect_timeout: float,
         tls: Callable[[], ssl.SSLContext] | None = None,
         keepalive: float | None = None,
@@ -413,7 +413,8 @@ class Pool:
         self.network = network
         self.limit = limit
         self.limit_per_host = limit_per_host
-        self.idle_hosts = idle_hosts
+        #: The most idle connections kept, over all hosts.
+        self.idle_max = idle_max
         self.connect_timeout = connect_timeout
         #: The TLS context for https connections, made on first use (None: no https).
         self.tls = tls
@@ -422,6 +423,7 @@ class Pool:
         self.busy: dict[Key, int] = {}
         #: Idle connections per host, the host that released one last at the end.
         self.idle: dict[Key, list[_Connection]] = {}
+        self.idle_count = 0
         self.waiters: deque[tuple[Key, asyncio.Future[None]]] = deque()
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
@@ -464,6 +466,7 @@ class Pool:
         idle = self.idle.get(key)
         while idle:
             connection = idle.pop()
+            self.idle_count -= 1
             if not idle:
                 del self.idle[key]
             if not connection.closed:
@@ -491,20 +494,29 @@ class Pool:
         connection.waiter = None
         connection.task = None
         connection.idle_since = self.loop.time()
-        idle = self.idle.pop(key, None)
+        idle = self.idle.pop(key, None)  # popped and put back: the newest host goes last
         if idle is None:
             idle = []
         idle.append(connection)
         self.idle[key] = idle
-        hosts = self.idle
-        while len(hosts) > self.idle_hosts:
-            oldest = next(iter(hosts))
-            if oldest == key:
-                break
-            for stale in hosts.pop(oldest):
-                stale.transport.close()  # type: ignore[union-attr]
+        self.idle_count += 1
+        if self.idle_count > self.idle_max:
+            self._evict()
         if self._sweeper is None:
             self._sweeper = self.loop.call_later(self.keepalive, self._sweep)
+
+    def _evict(self) -> None:
+        """Close idle connections, the oldest of the host that released one longest ago
+        first, until at most ``idle_max`` are left."""
+        hosts = self.idle
+        while self.idle_count > self.idle_max:
+            oldest = next(iter(hosts))
+            pooled = hosts[oldest]
+            stale = pooled.pop(0)
+            if not pooled:
+                del hosts[oldest]
+            self.idle_count -= 1
+            stale.transport.close()  # type: ignore[union-attr]
 
     def discard(self, connection: _Connection) -> None:
         """The exchange failed or was cancelled: the connection cannot be reused."""
@@ -521,6 +533,7 @@ class Pool:
         idle = self.idle.get(connection.key)
         if idle and connection in idle:
             idle.remove(connection)
+            self.idle_count -= 1
             if not idle:
                 del self.idle[connection.key]
 
@@ -543,6 +556,7 @@ class Pool:
             self._sweeper = None
         idle = {connection for pooled in self.idle.values() for connection in pooled}
         self.idle.clear()
+        self.idle_count = 0
         for connection in list(self.open):
             transport = connection.transport
             assert transport is not None  # set before the connection was counted

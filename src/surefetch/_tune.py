@@ -63,6 +63,27 @@ def raise_open_files() -> int:
 
 def concurrency_for(limit: int, workers: int) -> int:
     """The most requests in flight, over ``workers`` processes, that ``limit`` open
-    files per process allow: each request holds a socket, and as many may stay open
-    idle in the pool (see surefetch._connector), plus ``SPARE_FILES``."""
+    files per process allow: each request holds a socket, at least as many may stay
+    open idle in the pool (see :func:`idle_connections`), plus ``SPARE_FILES``."""
     return workers * max(1, (limit - SPARE_FILES) // 2)
+
+
+#: The most idle keep-alive connections one process keeps, over all hosts, when the
+#: open-files limit has room for them (about 2.5 kB of memory each, and one socket).
+IDLE_CONNECTIONS = 4096
+
+
+def idle_connections(concurrency: int) -> int:
+    """How many idle connections a process with ``concurrency`` requests in flight
+    keeps at most: :data:`IDLE_CONNECTIONS`, or what the open-files limit leaves
+    besides those requests and ``SPARE_FILES``; never fewer than ``concurrency``.
+
+    A host's next URL finds its connection waiting only if that connection was not
+    closed to make room: with a shuffled input over a few thousand hosts, keeping
+    idle connections for only ``concurrency / per_host`` of them meant a new
+    connection (and, on the internet, a handshake) for nearly every URL."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = _MOST_FILES
+    room = soft - SPARE_FILES - concurrency
+    return max(concurrency, min(IDLE_CONNECTIONS, room))

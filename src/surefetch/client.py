@@ -23,6 +23,7 @@ from yarl import URL
 
 from . import __version__
 from ._deadlines import Deadlines
+from ._tune import idle_connections
 from .errors import (
     BodyTooLargeError,
     ClientStateError,
@@ -438,7 +439,7 @@ class Client:
         timeouts, limits = self.timeouts, self.limits
         self._connector = connector = Connector(
             self._deadlines,
-            idle_hosts=max(1, limits.concurrency // limits.per_host),
+            idle_hosts=max(1, idle_connections(limits.concurrency) // limits.per_host),
             network=self.network,
             limit=limits.concurrency,
             limit_per_host=limits.per_host,
@@ -480,7 +481,7 @@ class Client:
             self.network,
             limit=limits.concurrency,
             limit_per_host=limits.per_host,
-            idle_hosts=max(1, limits.concurrency // limits.per_host),
+            idle_max=idle_connections(limits.concurrency),
             connect_timeout=self.timeouts.connect,
             tls=self._tls_context,
         )
