@@ -11,6 +11,7 @@ import math
 import random
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import pytest
 from aiohttp import web
 
 from surefetch import Client, Limits, Politeness, Record, RetryPolicy, Timeouts
-from surefetch.polite import HostRule, Scheduler, load_host_rules, parse_rate
+from surefetch.polite import HostRule, Scheduler, load_host_rules, parse_rate, thread_busy
 
 from .conftest import HOSTS, Server, start_app
 from .helpers import records, surefetch, write_lines
@@ -29,14 +30,20 @@ from .helpers import records, surefetch, write_lines
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
+        #: The scheduler thread's busy seconds (see polite.thread_busy): idle unless set.
+        self.busy = 0.0
 
     def __call__(self) -> float:
         return self.now
 
+    def busy_time(self) -> float:
+        return self.busy
+
 
 def scheduler(**kw: object) -> tuple[Scheduler[int], Clock]:
     clock = Clock()
-    return Scheduler(Politeness(**kw), 8, clock=clock), clock  # type: ignore[arg-type]
+    sched = Scheduler(Politeness(**kw), 8, clock=clock, busy=clock.busy_time)  # type: ignore[arg-type]
+    return sched, clock
 
 
 def test_parse_rate() -> None:
@@ -159,6 +166,23 @@ def test_a_slower_round_that_brings_more_answers_per_second_is_not_overload() ->
     assert host.limit == 32 and host.congested
 
 
+def test_a_burst_of_answers_is_no_rate_to_measure_later_rounds_by() -> None:
+    """Slow start sends its new slots at once, and 32 answers of 50 ms come back within
+    3 ms: over a round trip that is 640 answers/s, not 10,000. A later round at 128 in
+    flight and 90 ms (a client short of CPU) brings 1,400/s, more than that: no cut."""
+    sched, clock = scheduler(start_limit=2)
+    sched.per_host = 512
+    host = sched.host("a:80", "a")
+    assert host.limit == 32
+    for _ in range(32):
+        clock.now += 0.0001
+        sched.attempt_done("a:80", kind=None, status=200, latency=0.050)
+    assert host.best_rate == pytest.approx(32 / 0.050)
+    host.limit = 128.0
+    answer(sched, clock, 0.090, 128)
+    assert not host.congested and host.limit > 128
+
+
 def test_a_slow_round_cuts_to_the_concurrency_its_answers_need() -> None:
     """More latency and no more answers per second (a busy server, or this client short
     of CPU): the requests beyond what those answers need at the no-load latency only
@@ -178,6 +202,44 @@ def test_a_slow_round_cuts_to_the_concurrency_its_answers_need() -> None:
     host.limit, host.congested = 64.0, False
     answer(sched, clock, 0.400, 64)  # ten times the latency: half is the most cut at once
     assert host.limit == 32
+
+
+def test_a_slow_round_while_this_client_is_short_of_cpu_holds_the_limit() -> None:
+    """Twice the latency at no more answers per second, but the scheduler's thread ran
+    or waited for a core through the round: the answers waited for this client, not
+    for the host. The limit stops growing and is not cut."""
+    sched, clock = scheduler(start_limit=8)
+    sched.per_host = 64
+    host = sched.host("a:80", "a")
+    answer(sched, clock, 0.020, 8)
+    host.slow_start = False
+    host.limit = 16.0
+    start = clock.now
+    for _ in range(16):
+        clock.now += 0.040 / 16
+        clock.busy += 0.95 * 0.040 / 16
+        sched.attempt_done("a:80", kind=None, status=200, latency=0.040)
+    held = host.limit
+    assert clock.now > start and host.congested and held >= 16  # grown in it, not cut
+    answer(sched, clock, 0.040)
+    assert host.limit == held  # and no growth until a round is fast again
+    clock.busy = 0.0  # the same round again, the client idle: cut (see the test above)
+    host.congested, host.limit = False, 16.0
+    answer(sched, clock, 0.040, 16)
+    assert host.congested and host.limit < 16
+
+
+def test_thread_busy_counts_the_cpu_this_thread_used() -> None:
+    before, cpu = thread_busy(), time.thread_time()
+    while time.thread_time() - cpu < 0.05:
+        pass
+    assert thread_busy() - before >= 0.045
+    done: list[float] = []
+    other = threading.Thread(target=lambda: done.append(thread_busy()))
+    start = thread_busy()
+    other.start()
+    other.join()
+    assert done and thread_busy() - start < 0.02  # another thread's time is not ours
 
 
 def test_slow_rounds_at_the_no_load_concurrency_are_the_hosts_own_speed() -> None:

@@ -18,7 +18,11 @@ attempt went.
   burst of failures counts once). A round of responses slower than
   ``latency_factor`` times the host's no-load latency, without more answers per
   second, cuts it to the concurrency those answers need at the no-load latency
-  (Little's law, ``_HEADROOM`` over it), by half at the most.
+  (Little's law, ``_HEADROOM`` over it), by half at the most; unless the scheduler's
+  thread ran or waited for a core ``_CLIENT_BOUND`` of that round (the answers waited
+  for this client), when the limit only stops growing. A round's answers per second
+  are counted over a round trip at least (a burst that slow start sent comes back
+  within a millisecond or two).
 - **Latency, like with like**: latencies are compared as means over rounds of at
   least ``_ROUND`` responses (and at least ``limit``), so a host whose endpoints
   differ in speed (a fast 404 among slow pages) shows the same mean at the same load.
@@ -87,6 +91,30 @@ _GAIN = 1.2
 #: After a slow round the limit keeps this much more than the concurrency that the
 #: round's answers per second need at the no-load latency (Little's law).
 _HEADROOM = 1.25
+
+#: A slow round during which the scheduler's thread ran, or waited for a core, this
+#: share of the time was slowed by this client, not by the host: no cut.
+_CLIENT_BOUND = 0.9
+
+#: The scheduling counters of the calling thread (Linux): ns run, ns waited for a core.
+_SCHEDSTAT = "/proc/thread-self/schedstat"
+_has_schedstat = True
+
+
+def thread_busy() -> float:
+    """Seconds the calling thread has run or waited to run (waiting for a core is
+    being short of CPU too: other processes, or the servers on the same machine, had
+    it); where Linux does not tell, the seconds it ran."""
+    global _has_schedstat
+    if _has_schedstat:
+        try:
+            with open(_SCHEDSTAT, "rb") as stats:
+                ran, waited = stats.read().split()[:2]
+            return (int(ran) + int(waited)) / 1e9
+        except (OSError, ValueError):
+            _has_schedstat = False
+    return time.thread_time()
+
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute)\s*$", re.IGNORECASE)
 
@@ -312,6 +340,9 @@ class _Host(Generic[T]):
     round_started: float = 0.0
     best_rate: float = 0.0
     round_rate: float = 0.0
+    #: The scheduler's busy time (see :func:`thread_busy`) and clock when it began.
+    round_busy: float = 0.0
+    round_busy_at: float = 0.0
     #: The last round was slow: the limit does not grow until one is not.
     congested: bool = False
     last_cut: float = -math.inf
@@ -351,11 +382,14 @@ class Scheduler(Generic[T]):
         per_host: int,
         *,
         clock: Callable[[], float] = time.monotonic,
+        busy: Callable[[], float] = thread_busy,
         share: int = 1,
     ) -> None:
         self.policy = policy
         self.per_host = per_host
         self.clock = clock
+        #: Seconds this thread has run or waited for a core, on ``clock``'s scale.
+        self.busy = busy
         self.share = share
         self.hosts: dict[str, _Host[T]] = {}
         self.queued = 0
@@ -782,6 +816,7 @@ class Scheduler(Generic[T]):
             host.round_len = max(_ROUND, int(host.limit))
             host.round_limit = host.limit
             host.round_started = now
+            host.round_busy, host.round_busy_at = self.busy(), now
         elif host.limit < host.round_limit:
             host.round_limit = host.limit
         host.round_n += 1
@@ -789,7 +824,12 @@ class Scheduler(Generic[T]):
         if host.round_n < host.round_len:
             return False
         mean = host.round_sum / host.round_n
-        rate = host.round_n / max(now - host.round_started, 1e-6)
+        # Answers per second over a round trip at least: the slots that slow start adds
+        # are sent at once, and their answers come back within a millisecond or two;
+        # over that span they would make a rate no steady load reaches, next to which
+        # every later round would look like overload (two workers sharing a host at
+        # 50 ms cut themselves from 256 to 120 in flight each).
+        rate = host.round_n / max(now - host.round_started, mean)
         best, host.best_rate = host.best_rate, max(host.best_rate, rate)
         host.round_rate = rate
         host.round_n, host.round_sum = 0, 0.0
@@ -799,11 +839,19 @@ class Scheduler(Generic[T]):
                 if rate >= _GAIN * best:
                     return False  # slower, but it keeps up: more answers per second
                 host.congested = True  # no growth until a round is fast again
-                return True
+                # Latency that this client added, short of CPU, is no sign that the host
+                # is overloaded, and fewer requests in flight would not make it faster.
+                return not self._client_bound(host, now)
         elif mean >= host.base_latency:
             return False
         host.base_latency, host.base_limit = mean, host.round_limit
         return False
+
+    def _client_bound(self, host: _Host[T], now: float) -> bool:
+        """Whether this thread ran or waited for a core most of the round (the answers
+        waited for us, not for the host)."""
+        span = now - host.round_busy_at
+        return span > 0 and self.busy() - host.round_busy >= _CLIENT_BOUND * span
 
     def _open(self, host: _Host[T], now: float) -> None:
         policy = self.policy
