@@ -242,6 +242,29 @@ def test_thread_busy_counts_the_cpu_this_thread_used() -> None:
     assert done and thread_busy() - start < 0.02  # another thread's time is not ours
 
 
+@pytest.mark.parametrize(("after", "undone"), [(0.080, True), (0.030, False), (0.200, False)])
+def test_a_cut_that_did_not_bring_the_latency_down_is_undone(after: float, undone: bool) -> None:
+    """80 ms at 32 in flight, no more answers per second than 20 ms at 8: cut to 16.
+    The next round, at 16, still 80 ms: the latency was not of our load (the host's
+    own, or this machine short of cores); it becomes the no-load latency and the limit
+    goes back to 32. Down to 30 ms, the cut was right; up to 200 ms, the host got
+    slower still: both keep it."""
+    sched, clock = scheduler(start_limit=8)
+    sched.per_host = 64
+    host = sched.host("a:80", "a")
+    answer(sched, clock, 0.020, 8)
+    host.slow_start = False
+    host.limit = 32.0
+    answer(sched, clock, 0.080, 32)  # the limit grew to 33 in it (+1 a round)
+    cut = host.limit
+    assert 16 <= cut < 17 and host.congested  # half: Little's law asked for 10
+    answer(sched, clock, after, 17)
+    if undone:
+        assert host.limit > 32 and host.base_latency == pytest.approx(0.080)
+    else:
+        assert host.limit < 17 and host.base_latency == pytest.approx(min(0.020, after))
+
+
 def test_slow_rounds_at_the_no_load_concurrency_are_the_hosts_own_speed() -> None:
     sched, clock = scheduler(start_limit=8)
     host = sched.host("a:80", "a")

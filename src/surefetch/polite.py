@@ -20,7 +20,9 @@ attempt went.
   second, cuts it to the concurrency those answers need at the no-load latency
   (Little's law, ``_HEADROOM`` over it), by half at the most; unless the scheduler's
   thread ran or waited for a core ``_CLIENT_BOUND`` of that round (the answers waited
-  for this client), when the limit only stops growing. A round's answers per second
+  for this client), when the limit only stops growing. The round after such a cut
+  judges it: as slow at the lower limit (``_UNMOVED``), the latency was not of our
+  load, and the cut is undone. A round's answers per second
   are counted over a round trip at least (a burst that slow start sent comes back
   within a millisecond or two).
 - **Latency, like with like**: latencies are compared as means over rounds of at
@@ -95,6 +97,11 @@ _HEADROOM = 1.25
 #: A slow round during which the scheduler's thread ran, or waited for a core, this
 #: share of the time was slowed by this client, not by the host: no cut.
 _CLIENT_BOUND = 0.9
+
+#: The first round after a slow round's cut with about that round's latency (no less
+#: than this share of it, no more than its inverse) shows that the latency did not
+#: come from our load: the cut is undone.
+_UNMOVED = 0.9
 
 #: The scheduling counters of the calling thread (Linux): ns run, ns waited for a core.
 _SCHEDSTAT = "/proc/thread-self/schedstat"
@@ -340,6 +347,9 @@ class _Host(Generic[T]):
     round_started: float = 0.0
     best_rate: float = 0.0
     round_rate: float = 0.0
+    round_mean: float = 0.0
+    #: After a slow round's cut: the limit before it (0: none to judge yet).
+    cut_from: float = 0.0
     #: The scheduler's busy time (see :func:`thread_busy`) and clock when it began.
     round_busy: float = 0.0
     round_busy_at: float = 0.0
@@ -681,6 +691,7 @@ class Scheduler(Generic[T]):
             host.slow_start = False
             # A slow round comes once a round trip at most; failures come in bursts.
             if slow or now - host.last_cut >= policy.cut_every:
+                host.cut_from = host.limit if slow else 0.0
                 host.limit = _cut(host, slow)
                 host.last_cut = now
                 host.round_n, host.round_sum = 0, 0.0
@@ -834,6 +845,9 @@ class Scheduler(Generic[T]):
         host.round_rate = rate
         host.round_n, host.round_sum = 0, 0.0
         host.congested = False
+        slow_before, host.round_mean = host.round_mean, mean
+        if host.cut_from and self._cut_in_vain(host, mean, slow_before):
+            return False
         if mean > self.policy.latency_factor * host.base_latency + 0.005:
             if host.round_limit > host.base_limit:
                 if rate >= _GAIN * best:
@@ -846,6 +860,21 @@ class Scheduler(Generic[T]):
             return False
         host.base_latency, host.base_limit = mean, host.round_limit
         return False
+
+    def _cut_in_vain(self, host: _Host[T], mean: float, slow_mean: float) -> bool:
+        """Judge a slow round's cut by the round after it (``mean``): had our load made
+        the host slow, fewer requests in flight are answered sooner. When they are
+        not (``_UNMOVED`` of the slow round's ``slow_mean`` or more), the latency is
+        the host's, or this machine's, at any concurrency: it becomes the no-load
+        latency and the limit goes back to what it was. (Two workers sharing two cores
+        with a server at 50 ms saw the same 90 ms after each cut, and cut again.) A
+        host that got slower still keeps the cut, and the next slow round cuts more."""
+        cut_from, host.cut_from = host.cut_from, 0.0
+        if not _UNMOVED * slow_mean <= mean <= slow_mean / _UNMOVED:
+            return False
+        host.base_latency, host.base_limit = mean, host.round_limit
+        host.limit = max(host.limit, cut_from)
+        return True
 
     def _client_bound(self, host: _Host[T], now: float) -> bool:
         """Whether this thread ran or waited for a core most of the round (the answers
