@@ -66,7 +66,7 @@ _LINGER = 0.02
 _OUT_ENTRIES = 16
 _BEHIND = 0.005
 #: Entries per call at most (what a call holds in Redis's query buffer meanwhile).
-_SEND_ENTRIES = 4
+_SEND_ENTRIES = 8
 
 # Add entries of records (ARGV[2..]) to the record stream KEYS[1] while it holds fewer
 # than ARGV[1] entries (0: no limit). Returns how many were added. One call for many
@@ -315,9 +315,9 @@ class _Session:
 
     def __post_init__(self) -> None:
         self.credit = worker_credit(self.config.limits["concurrency"])
-        # Read once a quarter of the credit is free (not for every record that frees
-        # one): there is still more than a fetch each in hand then.
-        self.read_least = max(1, self.credit // 4)
+        # Read once half the credit is free (not for every record that frees one):
+        # there is still a fetch each in hand then, and each read costs a round trip.
+        self.read_least = max(1, self.credit // 2)
         self.heartbeat = self.redis.register_script(_HEARTBEAT)
         self.release_script = self.redis.register_script(_RELEASE)
         self.reclaim = self.redis.register_script(_RECLAIM)
