@@ -306,40 +306,27 @@ def admission_blob(entries: Iterable[tuple[int, bytes]]) -> bytes:
     return b"".join(head(p + 1, len(payload)) + payload for p, payload in entries)
 
 
-# The coordinator's turn at the record stream KEYS[1], in one call: XDEL the entries
-# ARGV[3] (ids, space-separated: read by a blocking XREAD); XACK and XDEL in the
-# partition streams the entries whose records are durable (ARGV[4..]: pairs of the
-# stream's index in KEYS and ids); then take up to ARGV[1] records (read and
-# deleted): {id, payload, ...}. Ids travel as one argument per stream: redis-py packs
-# each argument in Python.
-_COLLECT = """
-local function ids(text)
-  local list = {}
-  for id in string.gmatch(text, '%S+') do list[#list + 1] = id end
-  return list
-end
-local function each_chunk(list, call)
-  for s = 1, #list, 1000 do call(unpack(list, s, math.min(s + 999, #list))) end
-end
-each_chunk(ids(ARGV[3]), function(...) redis.call('XDEL', KEYS[1], ...) end)
-for i = 4, #ARGV, 2 do
-  local key = KEYS[tonumber(ARGV[i])]
-  each_chunk(ids(ARGV[i + 1]), function(...)
-    redis.call('XACK', key, ARGV[2], ...)
-    redis.call('XDEL', key, ...)
-  end)
-end
-local out, read = {}, {}
-if tonumber(ARGV[1]) > 0 then
-  for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', ARGV[1])) do
-    out[#out + 1] = e[1]
-    out[#out + 1] = e[2][2]
-    read[#read + 1] = e[1]
+# XACK and XDEL in the partition streams KEYS the entries whose records are durable:
+# ARGV[2..] holds pairs of a stream's index in KEYS and its entries' ids (space-
+# separated: one argument per stream, as redis-py packs each argument in Python).
+_ACK = """
+for i = 2, #ARGV, 2 do
+  local key, list = KEYS[tonumber(ARGV[i])], {}
+  for id in string.gmatch(ARGV[i + 1], '%S+') do list[#list + 1] = id end
+  for s = 1, #list, 1000 do
+    local e = math.min(s + 999, #list)
+    redis.call('XACK', key, ARGV[1], unpack(list, s, e))
+    redis.call('XDEL', key, unpack(list, s, e))
   end
-  each_chunk(read, function(...) redis.call('XDEL', KEYS[1], ...) end)
 end
-return out
+return 0
 """
+
+
+def _after(entry: bytes) -> str:
+    """The stream id just after ``entry`` (``ms-seq``)."""
+    ms, _, seq = entry.partition(b"-")
+    return f"{ms.decode()}-{int(seq) + 1}"
 
 
 class EpochLost(SurefetchError):
@@ -404,8 +391,7 @@ class _Coordinator:
         self.keys = Keys(self.settings.job)
         self.queues = [self.keys.queue(p) for p in range(self.settings.partitions)]
         self.admit = self.redis.register_script(_ADMIT)
-        self.collect_script = self.redis.register_script(_COLLECT)
-        self.collect_keys = [self.keys.out, *self.queues]
+        self.ack_script = self.redis.register_script(_ACK)
         policy = self.config.politeness
         self.per_host = policy.per_host or self.config.limits["per_host"]
 
@@ -535,54 +521,47 @@ class _Coordinator:
         """Write the records that come back; returns when none is outstanding (or,
         once stopping, when none came for a while)."""
         keys, redis = self.keys, self.redis
-        last: Any = b"0-0"
-        read: list[bytes] = []  # record entries read by XREAD, deleted by the next turn
+        last, trimmed = b"0-0", b"0-0"
         quiet = 0.0
         loop = asyncio.get_running_loop()
         look_due = 0.0
         while (self.outstanding or not self.fed) and not self.over.is_set():
             if stopping.is_set() and quiet >= _QUIET:
                 return
-            taken = await self.turn(read)
-            read = []
-            if loop.time() >= look_due:
+            await self.ack()
+            # One round trip, native commands only (records pass through no script):
+            # what was read is trimmed (ids only grow), the next records read.
+            pipe = redis.pipeline(transaction=False)
+            if last != trimmed:
+                pipe.xtrim(keys.out, minid=_after(last), approximate=False)
+                trimmed = last
+            pipe.xread({keys.out: last}, count=_READ_BATCH, block=250)
+            answer: Any = (await pipe.execute())[-1]
+            if not answer or loop.time() >= look_due:
                 look_due = loop.time() + _LOOK_EVERY
                 await self.look()
-            if taken:
-                quiet = 0.0
-                for i in range(0, len(taken), 2):
-                    last = taken[i]
-                    await self._take(decode_results(taken[i + 1]))
-                self.room.set()
-                continue
-            # None there now: wait for the next (it is deleted by the next turn).
-            answer: Any = await redis.xread({keys.out: last}, count=_READ_BATCH, block=250)
             if not answer:
                 quiet += 0.25
-                look_due = 0.0
                 continue
             quiet = 0.0
             for entry_id, fields in answer[0][1]:
                 last = entry_id
-                read.append(entry_id)
                 await self._take(decode_results(fields[b"r"]))
             self.room.set()
 
-    async def turn(self, read: list[bytes]) -> list[bytes]:
-        """One call: delete the record entries ``read``, XACK and XDEL the entries whose
-        records are durable now, take the next records there are (flat: id, payload)."""
+    async def ack(self) -> None:
+        """XACK and XDEL the entries whose records are durable now (one call)."""
         durable = self.durable()
         by_partition: dict[int, list[str]] = {}
         while self.to_ack and self.to_ack[0][0] <= durable:
             _, partition, entry = self.to_ack.popleft()
             by_partition.setdefault(partition, []).append(entry)
-        args: list[Any] = [_READ_BATCH, GROUP, b" ".join(read)]
-        for partition, entries in by_partition.items():
-            args += (partition + 2, " ".join(entries))
-        taken: list[bytes] = await self.collect_script(keys=self.collect_keys, args=args)
         if by_partition:
+            args: list[Any] = [GROUP]
+            for partition, entries in by_partition.items():
+                args += (partition + 1, " ".join(entries))
+            await self.ack_script(keys=self.queues, args=args)
             self.room.set()
-        return taken
 
     async def look(self) -> None:
         """Check that Redis still holds this epoch, and learn the shared hosts that
