@@ -66,7 +66,7 @@ _LINGER = 0.02
 _OUT_ENTRIES = 16
 _BEHIND = 0.005
 #: Entries per call at most (what a call holds in Redis's query buffer meanwhile).
-_SEND_ENTRIES = 8
+_SEND_ENTRIES = 4
 
 # Add entries of records (ARGV[2..]) to the record stream KEYS[1] while it holds fewer
 # than ARGV[1] entries (0: no limit). Returns how many were added. One call for many
