@@ -39,6 +39,7 @@ redis = pytest.importorskip(
 )
 
 from surefetch._redis_worker import RATE_GATE  # noqa: E402 - after the skips
+from surefetch.distributed import _ADMIT, admission_blob  # noqa: E402
 
 #: Short leases, so that dead workers' URLs are reclaimed within seconds.
 LEASE = "1.5"
@@ -682,6 +683,25 @@ async def test_the_rate_gate_holds_a_rate_over_many_clients(redis_server: RedisS
     first = allowed[1]
     early = [k for k, t in enumerate(allowed[1:]) if t - first < k * 0.020 - 0.040]
     assert not early, f"a burst: requests {early[:5]} came early"
+
+
+async def test_one_admission_argument_carries_entries_of_any_size_to_any_partition(
+    redis_server: RedisServer,
+) -> None:
+    """The admission script unpacks its one argument: each payload (empty, binary,
+    larger than 64 kB) lands whole in its partition's stream, in order, for partitions
+    past what one byte counts."""
+    client = redis.Redis.from_url(redis_server.url)
+    keys = [f"surefetch:{{t}}:q:{p}" for p in range(300)]
+    entries = [(299, b""), (0, bytes(range(256)) * 400), (257, b"\x00a"), (0, b"last")]
+    try:
+        admit = client.register_script(_ADMIT)
+        assert await admit(keys=keys, args=[admission_blob(entries)]) == len(entries)
+        got = {p: await client.xrange(keys[p]) for p in (0, 257, 299)}
+    finally:
+        await client.aclose()
+    payloads = {p: [fields[b"w"] for _, fields in got[p]] for p in got}
+    assert payloads == {0: [entries[1][1], b"last"], 257: [b"\x00a"], 299: [b""]}
 
 
 # -- bad input ----------------------------------------------------------------------

@@ -315,9 +315,9 @@ class _Session:
 
     def __post_init__(self) -> None:
         self.credit = worker_credit(self.config.limits["concurrency"])
-        # Read once a quarter of the credit is free (not for every record that frees
-        # one): there is still more than a fetch each in hand then.
-        self.read_least = max(1, self.credit // 4)
+        # Read once half the credit is free (not for every record that frees one):
+        # there is still a fetch each in hand then, and each read costs a round trip.
+        self.read_least = max(1, self.credit // 2)
         self.heartbeat = self.redis.register_script(_HEARTBEAT)
         self.release_script = self.redis.register_script(_RELEASE)
         self.reclaim = self.redis.register_script(_RECLAIM)
