@@ -4,10 +4,11 @@ know of the connections it hands out and keeps.
 - the read deadline of an attempt starts once it has its connection (new or pooled);
 - attempts whose connection came from the pool are noted, so that a request that
   meets a connection the server had already closed can be sent again;
-- idle connections are kept for at most ``concurrency // per_host`` hosts (so about
-  ``concurrency`` sockets): aiohttp's ``limit`` counts only connections in use, and
-  a run over 100,000 hosts would otherwise hold a socket for every host it saw in
-  the last keep-alive period;
+- idle connections are kept for at most ``idle_hosts`` hosts (the client gives
+  :func:`~surefetch._tune.idle_connections` over ``per_host``, so at most that many
+  sockets): aiohttp's ``limit`` counts only connections in use, and a run over
+  100,000 hosts would otherwise hold a socket for every host it saw in the last
+  keep-alive period;
 - every new connection is checked against the network policy on the address it is
   about to connect to (its socket factory), so that no name, spelling, redirect or
   DNS answer leads to an address the policy denies: no packet is sent there.
