@@ -97,6 +97,8 @@ _HEADROOM = 1.25
 #: A slow round during which the scheduler's thread ran, or waited for a core, this
 #: share of the time was slowed by this client, not by the host: no cut.
 _CLIENT_BOUND = 0.9
+#: How often the scheduler reads its thread's busy time at most, in seconds.
+_BUSY_EVERY = 0.01
 
 #: The first round after a slow round's cut with about that round's latency (no less
 #: than this share of it, no more than its inverse) shows that the latency did not
@@ -400,6 +402,8 @@ class Scheduler(Generic[T]):
         self.clock = clock
         #: Seconds this thread has run or waited for a core, on ``clock``'s scale.
         self.busy = busy
+        #: The last reading of ``busy`` and its time (see :meth:`_busy_sample`).
+        self._busy_last = (-math.inf, 0.0)
         self.share = share
         self.hosts: dict[str, _Host[T]] = {}
         self.queued = 0
@@ -827,7 +831,7 @@ class Scheduler(Generic[T]):
             host.round_len = max(_ROUND, int(host.limit))
             host.round_limit = host.limit
             host.round_started = now
-            host.round_busy, host.round_busy_at = self.busy(), now
+            host.round_busy_at, host.round_busy = self._busy_sample(now)
         elif host.limit < host.round_limit:
             host.round_limit = host.limit
         host.round_n += 1
@@ -879,8 +883,18 @@ class Scheduler(Generic[T]):
     def _client_bound(self, host: _Host[T], now: float) -> bool:
         """Whether this thread ran or waited for a core most of the round (the answers
         waited for us, not for the host)."""
-        span = now - host.round_busy_at
-        return span > 0 and self.busy() - host.round_busy >= _CLIENT_BOUND * span
+        at, busy = self._busy_sample(now)
+        span = at - host.round_busy_at
+        return span > 0 and busy - host.round_busy >= _CLIENT_BOUND * span
+
+    def _busy_sample(self, now: float) -> tuple[float, float]:
+        """(time, ``busy``) read at most once per ``_BUSY_EVERY`` (reading it costs
+        about 10 µs, and rounds of a few answers end thousands of times a second);
+        a share computed between two samples, each with its own time, stays exact."""
+        last = self._busy_last
+        if now - last[0] >= _BUSY_EVERY:
+            last = self._busy_last = (now, self.busy())
+        return last
 
     def _open(self, host: _Host[T], now: float) -> None:
         policy = self.policy
