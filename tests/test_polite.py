@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -204,16 +205,23 @@ def test_a_slow_round_cuts_to_the_concurrency_its_answers_need() -> None:
     assert host.limit == 32
 
 
-def test_a_slow_round_while_this_client_is_short_of_cpu_holds_the_limit() -> None:
-    """Twice the latency at no more answers per second, but the scheduler's thread ran
-    or waited for a core through the round: the answers waited for this client, not
-    for the host. The limit stops growing and is not cut."""
+def out_of_slow_start(limit: float) -> tuple[Scheduler[int], Clock, Any]:
+    """A host (up to 64) whose no-load latency is 20 ms at 8 in flight (400 answers/s),
+    out of slow start at ``limit``."""
     sched, clock = scheduler(start_limit=8)
     sched.per_host = 64
     host = sched.host("a:80", "a")
     answer(sched, clock, 0.020, 8)
     host.slow_start = False
-    host.limit = 16.0
+    host.limit = limit
+    return sched, clock, host
+
+
+def test_a_slow_round_while_this_client_is_short_of_cpu_holds_the_limit() -> None:
+    """Twice the latency at no more answers per second, but the scheduler's thread ran
+    or waited for a core through the round: the answers waited for this client, not
+    for the host. The limit stops growing and is not cut."""
+    sched, clock, host = out_of_slow_start(16.0)
     start = clock.now
     for _ in range(16):
         clock.now += 0.040 / 16
@@ -267,12 +275,7 @@ def test_a_cut_that_did_not_bring_the_latency_down_is_undone(after: float, undon
     own, or this machine short of cores); it becomes the no-load latency and the limit
     goes back to 32. Down to 30 ms, the cut was right; up to 200 ms, the host got
     slower still: both keep it."""
-    sched, clock = scheduler(start_limit=8)
-    sched.per_host = 64
-    host = sched.host("a:80", "a")
-    answer(sched, clock, 0.020, 8)
-    host.slow_start = False
-    host.limit = 32.0
+    sched, clock, host = out_of_slow_start(32.0)
     answer(sched, clock, 0.080, 32)  # the limit grew to 33 in it (+1 a round)
     cut = host.limit
     assert 16 <= cut < 17 and host.congested  # half: Little's law asked for 10

@@ -69,7 +69,7 @@ def concurrency_for(limit: int, workers: int) -> int:
 
 
 #: The most idle keep-alive connections one process keeps, over all hosts, when the
-#: open-files limit has room for them (about 2.5 kB of memory each, and one socket).
+#: open-files limit has room for them (about 2.3 kB of memory each, and one socket).
 IDLE_CONNECTIONS = 4096
 
 

@@ -22,9 +22,9 @@ attempt went.
   thread ran or waited for a core ``_CLIENT_BOUND`` of that round (the answers waited
   for this client), when the limit only stops growing. The round after such a cut
   judges it: as slow at the lower limit (``_UNMOVED``), the latency was not of our
-  load, and the cut is undone. A round's answers per second
-  are counted over a round trip at least (a burst that slow start sent comes back
-  within a millisecond or two).
+  load, and the cut is undone. A round's answers per second are counted over a
+  round trip at least (a burst that slow start sent comes back within a millisecond
+  or two).
 - **Latency, like with like**: latencies are compared as means over rounds of at
   least ``_ROUND`` responses (and at least ``limit``), so a host whose endpoints
   differ in speed (a fast 404 among slow pages) shows the same mean at the same load.
@@ -344,8 +344,8 @@ class _Host(Generic[T]):
     base_latency: float = math.inf
     base_limit: float = 0.0
     round_skip: int = 0
-    #: When the round began, the most answers per second a round has had, and those
-    #: of the last round.
+    #: When the round began, the most answers per second a round has had, and the
+    #: answers per second and mean latency of the last round.
     round_started: float = 0.0
     best_rate: float = 0.0
     round_rate: float = 0.0
