@@ -152,6 +152,13 @@ async def thirty_hosts() -> AsyncIterator[tuple[list[str], set[object], list[int
         await runner.cleanup()
 
 
+def _counted(client: Client) -> tuple[int, int]:
+    """The lean pool's count of its idle connections (what it evicts by), and how many
+    it holds; (0, 0) through aiohttp."""
+    pool = client._fast.pool if client._fast is not None else None
+    return (pool.idle_count, sum(map(len, pool.idle.values()))) if pool else (0, 0)
+
+
 def _held(ports: list[int]) -> int:
     return sum(
         1
@@ -168,9 +175,11 @@ async def test_idle_connections_are_kept_for_many_hosts() -> None:
         async with Client(limits=Limits(concurrency=8, per_host=2)) as client:
             got = [r async for r in client.fetch_many(urls)]
             held = _held(ports)
+            counted = _counted(client)
         assert len(got) == 120 and all(r.ok for r in got)
         assert len(peers) <= 2 * 30, len(peers)  # at most per_host new ones per host
         assert held >= 30, held
+        assert counted[0] == counted[1], counted
 
 
 async def test_idle_connections_are_bounded_in_total(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -182,8 +191,10 @@ async def test_idle_connections_are_bounded_in_total(monkeypatch: pytest.MonkeyP
         async with Client(limits=Limits(concurrency=8, per_host=2)) as client:
             got = [r async for r in client.fetch_many(urls)]
             held = _held(ports)
+            counted = _counted(client)
         assert len(got) == 120 and all(r.ok for r in got)
         assert held <= 8, held
+        assert counted[0] == counted[1] <= 8, counted
         assert len(peers) > 2 * 30  # and so hosts whose connections went dial again
 
 

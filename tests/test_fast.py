@@ -134,6 +134,7 @@ async def test_idle_connections_close_after_the_keepalive_time(
         while pool.idle and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert not pool.idle  # closed by the sweep, not kept until the client closes
+        assert pool.idle_count == 0  # and no longer counted against idle_max
         await client.get(counting.url("/b"))
     assert counting.connections == 2
 
