@@ -40,6 +40,7 @@ redis = pytest.importorskip(
 
 from surefetch._redis_worker import RATE_GATE  # noqa: E402 - after the skips
 from surefetch.distributed import _ADMIT, admission_blob  # noqa: E402
+from surefetch.sinks.base import BATCH_RECORDS  # noqa: E402
 
 #: Short leases, so that dead workers' URLs are reclaimed within seconds.
 LEASE = "1.5"
@@ -304,6 +305,13 @@ async def test_two_workers_fetch_every_url_once(
     assert sum(site.hits.values()) == count  # and none was fetched twice
 
 
+#: The entries in the streams KEYS: waiting, held by workers, and not yet deleted.
+_ENTRIES = """
+local n = 0
+for _, key in ipairs(KEYS) do n = n + redis.call('XLEN', key) end
+return n
+"""
+
 # Entries admitted to the streams KEYS and not yet handed to a worker (after the
 # group's last-delivered id): what waits in Redis, whatever has been acknowledged.
 _WAITING = """
@@ -326,10 +334,12 @@ return n
 async def test_the_window_holds_what_the_workers_need_not_the_input(
     tmp_path: Path, redis_server: RedisServer, site: Site, procs: Procs
 ) -> None:
-    """With the default --window of 10,000 and 2,000 URLs, Redis does not take the whole
+    """With the default --window of 10,000 and 4,000 URLs, Redis does not take the whole
     input at once: one worker of 8 connections (it holds 48 entries at most) leaves at
-    most its credit and a reserve of 512 waiting in the streams; and some do wait."""
-    count = 2000
+    most its credit and a reserve of 512 waiting in the streams; and some do wait. The
+    entries whose records are durable are deleted, so besides those the streams hold
+    only the entries of records not durable yet (a batch filling, one committing)."""
+    count = 4000
     urls = write_lines(tmp_path / "urls.txt", site.urls(count))
     out = tmp_path / "out.jsonl"
     await procs.worker(redis_server, "w0")
@@ -337,10 +347,12 @@ async def test_the_window_holds_what_the_workers_need_not_the_input(
     client = redis.Redis.from_url(redis_server.url)
     queues = [f"surefetch:{{t}}:q:{p}" for p in range(16)]
     waiting: list[int] = []
+    entries: list[int] = []
 
     async def sample() -> None:
         while True:
             waiting.append(int(await client.eval(_WAITING, len(queues), *queues)))
+            entries.append(int(await client.eval(_ENTRIES, len(queues), *queues)))
             await asyncio.sleep(0.01)
 
     try:
@@ -354,6 +366,7 @@ async def test_the_window_holds_what_the_workers_need_not_the_input(
     assert code == 0, err
     one_each(out, count)
     assert 100 < max(waiting) <= 48 + 512, max(waiting)
+    assert max(entries) <= 48 + 512 + 2 * BATCH_RECORDS < count, max(entries)
 
 
 async def test_sqlite_output_and_retry_failed_through_redis(
