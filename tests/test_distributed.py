@@ -38,8 +38,17 @@ redis = pytest.importorskip(
     "redis.asyncio", reason="redis-py is not installed (pip install 'surefetch[redis]')"
 )
 
-from surefetch._redis_worker import RATE_GATE  # noqa: E402 - after the skips
-from surefetch.distributed import _ADMIT, admission_blob  # noqa: E402
+from surefetch import Client, Limits, Stats  # noqa: E402 - after the skips
+from surefetch._redis_worker import RATE_GATE  # noqa: E402
+from surefetch.distributed import (  # noqa: E402
+    _ADMIT,
+    Distributed,
+    _Coordinator,
+    admission_blob,
+    lanes_of,
+)
+from surefetch.parallel import _config  # noqa: E402
+from surefetch.polite import Politeness  # noqa: E402
 from surefetch.sinks.base import BATCH_RECORDS  # noqa: E402
 
 #: Short leases, so that dead workers' URLs are reclaimed within seconds.
@@ -125,6 +134,8 @@ class Site:
     ports: list[int]
     hits: Counter[str]
     times: list[float]
+    #: Cleared: /s/N requests wait until it is set again.
+    go: asyncio.Event
 
     def url(self, path: str, k: int = 0) -> str:
         port = self.ports[k % len(self.ports)]
@@ -134,9 +145,15 @@ class Site:
         return [self.url(f"{path}{i}", i) for i in range(count)]
 
 
-def site_app(hits: Counter[str], times: list[float], rate: float | None = None) -> web.Application:
-    """/p/N answers ok (after 5 ms), /s/N after 20 ms; /gone/N is a 404; /hang never
-    answers; with ``rate``, more than that many requests in the last second get 429."""
+def site_app(
+    hits: Counter[str],
+    times: list[float],
+    rate: float | None = None,
+    go: asyncio.Event | None = None,
+) -> web.Application:
+    """/p/N answers ok (after 5 ms), /s/N after 20 ms (and while ``go`` is clear, not
+    before it is set); /gone/N is a 404; /hang never answers; with ``rate``, more than
+    that many requests in the last second get 429."""
     recent: list[float] = []
 
     async def page(request: web.Request) -> web.Response:
@@ -150,7 +167,10 @@ def site_app(hits: Counter[str], times: list[float], rate: float | None = None) 
             if len(recent) > rate:
                 hits["429"] += 1
                 return web.Response(status=429, text="slow down")
-        await asyncio.sleep(0.02 if request.path.startswith("/s/") else 0.005)
+        slow = request.path.startswith("/s/")
+        if slow and go is not None:
+            await go.wait()
+        await asyncio.sleep(0.02 if slow else 0.005)
         return web.Response(text=f"ok {request.path}")
 
     async def hang(request: web.Request) -> web.Response:
@@ -174,8 +194,10 @@ def site_app(hits: Counter[str], times: list[float], rate: float | None = None) 
 async def site() -> AsyncIterator[Site]:
     hits: Counter[str] = Counter()
     times: list[float] = []
-    started = [await start_app(site_app(hits, times), HOSTS) for _ in range(4)]
-    yield Site([port for _, port in started], hits, times)
+    go = asyncio.Event()
+    go.set()
+    started = [await start_app(site_app(hits, times, go=go), HOSTS) for _ in range(4)]
+    yield Site([port for _, port in started], hits, times, go)
     for runner, _ in started:
         await runner.cleanup()
 
@@ -258,6 +280,26 @@ async def wait_present(server: RedisServer, count: int, timeout: float = 20) -> 
         deadline = time.monotonic() + timeout
         while await client.zcard("surefetch:{t}:workers") < count:
             assert time.monotonic() < deadline, f"fewer than {count} workers in {timeout} s"
+            await asyncio.sleep(0.05)
+    finally:
+        await client.aclose()
+
+
+async def wait_pending(server: RedisServer, pid: int | None, count: int) -> None:
+    """Wait (20 s at most) until worker process ``pid`` has ``count`` entries pending
+    (read, not acknowledged) over all the job's partitions."""
+    client = redis.Redis.from_url(server.url)
+    mine = f"-{pid}-"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            held = 0
+            async for key in client.scan_iter(match="surefetch:{t}:q:*"):
+                info = await client.xpending(key, "w")
+                held += sum(c["pending"] for c in info["consumers"] if mine in c["name"].decode())
+            if held >= count:
+                return
+            assert time.monotonic() < deadline, f"{held} entries pending, not {count}, in 20 s"
             await asyncio.sleep(0.05)
     finally:
         await client.aclose()
@@ -459,9 +501,18 @@ async def test_stopped_workers_and_coordinator_give_back_what_they_did_not_start
     await wait_present(redis_server, 2)
     coordinator = await procs.start(*args, name="c1")
     await wait_records(out, 500)
+    # The server holds what is in flight (6 a worker at most) while w0 reads its credit
+    # full (44 entries) and what it sent becomes durable (acknowledged): at the SIGTERM
+    # it holds entries it has not started, however slow this machine is.
+    site.go.clear()
+    await asyncio.sleep(0.5)
+    await wait_pending(redis_server, workers[0].pid, 30)
     workers[0].send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.2)
+    site.go.set()
     assert await wait_exit(workers[0], 15) == 143, procs.log("w0")
-    assert "handed back" in procs.log("w0") and " 0 handed back" not in procs.log("w0")
+    handed_back = int(procs.log("w0").split(" handed back")[0].rsplit(" ", 1)[1])
+    assert handed_back >= 30 - 6 - 6, procs.log("w0")  # some may start, or wait to be acked
     await wait_records(out, 850)  # the other one carries on, with w0's partitions
     coordinator.send_signal(signal.SIGINT)
     assert await wait_exit(coordinator, 20) == 130, procs.log("c1")
@@ -663,6 +714,35 @@ async def test_a_shared_host_is_spread_over_workers_until_it_pushes_back(
     assert before == {0, 1}, before  # shared
     assert len(after) == 1 and None not in after, after  # one owner
     assert len([t for t, _ in arrivals if t > pushed_back[0] + 2.0]) > 100
+
+
+async def test_a_shared_hosts_urls_take_its_lanes_in_turn_whatever_the_input_order(
+    redis_server: RedisServer,
+) -> None:
+    """An input that goes round 12 hosts in order, 2 lanes a host: each host's URLs
+    alternate between its two lanes. (Chosen by the URL's number, every URL of a host
+    went to one lane, as 12 is even: half the workers could wait for the other half.)"""
+    async with Client(limits=Limits(concurrency=12, per_host=8)) as client:
+        config = _config(client, 1, 2, False, None, "asyncio", Politeness(), False)
+    client_redis = redis.Redis.from_url(redis_server.url)
+    try:
+        settings = Distributed(redis_server.url, job="t")
+        coordinator = _Coordinator(client_redis, settings, config, _no_emit, Stats(), int)
+        coordinator.share = 2
+        hosts = [f"h{k}.test:80" for k in range(12)]
+        taken: dict[str, Counter[int]] = {host: Counter() for host in hosts}
+        for n in range(1200):
+            host = hosts[n % len(hosts)]
+            taken[host][coordinator.partition_for(host, host.split(":")[0])] += 1
+    finally:
+        await client_redis.aclose()
+    for host, lanes in taken.items():
+        assert set(lanes) == set(lanes_of(host, settings.partitions, 2)), (host, lanes)
+        assert sorted(lanes.values()) == [50, 50], (host, lanes)
+
+
+async def _no_emit(record: object) -> None:
+    raise AssertionError(f"nothing is emitted here: {record}")
 
 
 async def test_the_rate_gate_holds_a_rate_over_many_clients(redis_server: RedisServer) -> None:

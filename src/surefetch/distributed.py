@@ -346,6 +346,21 @@ class _Pending:
 _LANES_KEPT = 100_000
 
 
+@dataclass(slots=True)
+class _Lanes:
+    """The partitions a host's URLs go to, in turn (one: the host is alone)."""
+
+    partitions: tuple[int, ...]
+    turn: int = 0
+
+    def next(self) -> int:
+        # Each host's own turn, not the URL's number: an input that goes round its
+        # hosts in order would otherwise send every URL of a host to the same lane.
+        partition = self.partitions[self.turn]
+        self.turn = (self.turn + 1) % len(self.partitions)
+        return partition
+
+
 @dataclass
 class _Coordinator:
     """The state of one coordinator run; see :func:`run_redis`."""
@@ -379,7 +394,7 @@ class _Coordinator:
     share: int = 1
     #: Shared hosts that pushed back (each has one owner now), and each host's lanes.
     alone: set[str] = field(default_factory=set)
-    lanes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    lanes: dict[str, _Lanes] = field(default_factory=dict)
     #: Entries without a record that Redis is to hold now (see ``_RESERVE``), the
     #: records/s measured, and the count and time it was last measured from.
     wanted: int = _RESERVE
@@ -395,19 +410,19 @@ class _Coordinator:
         policy = self.config.politeness
         self.per_host = policy.per_host or self.config.limits["per_host"]
 
-    def partition_for(self, n: int, host: str, name: str) -> int:
-        """The partition URL number ``n`` of host ``host`` goes to."""
+    def partition_for(self, host: str, name: str) -> int:
+        """The partition the next URL of host ``host`` goes to."""
         lanes = self.lanes.get(host)
         if lanes is None:
             if len(self.lanes) >= _LANES_KEPT:
                 self.lanes.clear()
             partitions, share = self.settings.partitions, self.share
             if host in self.alone or self.config.politeness.alone(host, name, self.per_host, share):
-                lanes = (partition_of(host, partitions),)
+                lanes = _Lanes((partition_of(host, partitions),))
             else:
-                lanes = lanes_of(host, partitions, share)
+                lanes = _Lanes(lanes_of(host, partitions, share))
             self.lanes[host] = lanes
-        return lanes[n % len(lanes)]
+        return lanes.next()
 
     async def count_emit(self, record: Record) -> None:
         self.emitted += 1
@@ -435,7 +450,7 @@ class _Coordinator:
                 n = self.next_n
                 self.next_n += 1
                 name = target.raw_host or ""
-                partition = self.partition_for(n, host, name)
+                partition = self.partition_for(host, name)
                 self.outstanding[n] = _Pending(partition, _wire(item), host, name)
                 self.unsent.append(n)
                 self.stats.in_flight += 1
@@ -455,8 +470,8 @@ class _Coordinator:
         self.epoch = secrets.token_hex(6)
         self.share = await self.workers_present()
         self.lanes.clear()
-        for n, pending in self.outstanding.items():  # the lanes of this epoch's share
-            pending.partition = self.partition_for(n, pending.host, pending.name)
+        for pending in self.outstanding.values():  # the lanes of this epoch's share
+            pending.partition = self.partition_for(pending.host, pending.name)
         config = msgspec.structs.replace(self.config, share=self.share)
         pipe = self.redis.pipeline(transaction=True)
         queues = (keys.queue(p) for p in range(spread))
