@@ -894,13 +894,18 @@ async def test_dead_host_costs_healthy_hosts_little(slow_server: Server, unused_
                     last_healthy = time.monotonic() - started
         return last_healthy, done
 
-    alone, _ = await healthy_done_after(healthy)
     mixed_urls = [u for pair in zip(healthy, dead[: len(healthy)], strict=False) for u in pair]
     mixed_urls += dead[len(healthy) :]
-    mixed, results = await healthy_done_after(mixed_urls)
-    assert len(results) == 500
-    kinds = collections.Counter(r.error.kind if r.error else "ok" for r in results)
-    assert kinds["ok"] == 200 and kinds["host_unavailable"] > 250
+    # Each twice, in turn, and the faster of each: one run slowed by something else on
+    # the machine (a 0.1 s stall is 13 % here) does not decide.
+    alone = mixed = float("inf")
+    for _ in range(2):
+        alone = min(alone, (await healthy_done_after(healthy))[0])
+        took, results = await healthy_done_after(mixed_urls)
+        mixed = min(mixed, took)
+        assert len(results) == 500
+        kinds = collections.Counter(r.error.kind if r.error else "ok" for r in results)
+        assert kinds["ok"] == 200 and kinds["host_unavailable"] > 250
     print(f"healthy URLs done after {alone:.2f} s alone, {mixed:.2f} s with a dead host")
     assert mixed < alone * 1.1, (alone, mixed)
 
