@@ -797,6 +797,50 @@ async def test_one_admission_argument_carries_entries_of_any_size_to_any_partiti
     assert payloads == {0: [entries[1][1], b"last"], 257: [b"\x00a"], 299: [b""]}
 
 
+async def test_acknowledging_removes_exactly_the_entries_acknowledged(
+    redis_server: RedisServer,
+) -> None:
+    """The coordinator's acknowledgement trims a partition's stream below what is still
+    pending and deletes the rest one by one: the entries acknowledged go, whatever order
+    their records came in; a straggler still pending, and entries not yet delivered,
+    stay whole (ids cross a digit, 5-9 < 5-10, and a millisecond)."""
+    ids = [f"5-{k}" for k in range(1, 25)] + [f"6-{k}" for k in range(1, 17)]
+    delivered, waiting = ids[:30], ids[30:]
+    stragglers = {ids[3], ids[20]}
+    async with Client() as client:
+        config = _config(client, 1, 1, False, None, "asyncio", Politeness(), False)
+    client_redis = redis.Redis.from_url(redis_server.url)
+    try:
+        coordinator = _Coordinator(
+            client_redis, Distributed(redis_server.url, job="t"), config, _no_emit, Stats(),
+            lambda: 10**9,
+        )  # fmt: skip
+        key = coordinator.keys.queue(0)
+        await client_redis.xgroup_create(key, "w", id="0", mkstream=True)
+        for entry in ids:
+            await client_redis.xadd(key, {"w": f"payload {entry}"}, id=entry)
+        await client_redis.xreadgroup("w", "c", {key: ">"}, count=len(delivered))
+
+        async def ack_and_look(entries: list[str]) -> tuple[list[str], list[str]]:
+            coordinator.to_ack.extend((0, 0, entry) for entry in entries)
+            await coordinator.ack()
+            left = await client_redis.xrange(key)
+            for entry_id, fields in left:  # what stays is whole
+                assert fields == {b"w": b"payload " + entry_id}
+            pending = await client_redis.xpending_range(key, "w", "-", "+", 100)
+            return [e.decode() for e, _ in left], [p["message_id"].decode() for p in pending]
+
+        first = [e for e in delivered if e not in stragglers]
+        first = first[1::2] + first[::2]  # records come in any order
+        left, pending = await ack_and_look(first)
+        assert left == sorted(stragglers, key=ids.index) + waiting
+        assert set(pending) == stragglers
+        left, pending = await ack_and_look(sorted(stragglers))
+        assert (left, pending) == (waiting, [])
+    finally:
+        await client_redis.aclose()
+
+
 # -- bad input ----------------------------------------------------------------------
 
 

@@ -306,21 +306,56 @@ def admission_blob(entries: Iterable[tuple[int, bytes]]) -> bytes:
     return b"".join(head(p + 1, len(payload)) + payload for p, payload in entries)
 
 
-# XACK and XDEL in the partition streams KEYS the entries whose records are durable:
-# ARGV[2..] holds pairs of a stream's index in KEYS and its entries' ids (space-
-# separated: one argument per stream, as redis-py packs each argument in Python).
+# Acknowledge in the partition streams KEYS the entries whose records are durable, and
+# remove them: ARGV[2..] holds pairs of a stream's index in KEYS and its entries' ids,
+# ascending and space-separated (one argument per stream: redis-py packs each argument
+# in Python). Every entry below both the oldest one still pending and the newest one
+# acknowledged has been delivered and acknowledged: one XTRIM MINID removes those
+# (whole nodes at a time); only the ones past a straggler still pending cost an XDEL.
 _ACK = """
+local function id_of(text)
+  local ms, seq = string.match(text, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function below(a_ms, a_seq, b_ms, b_seq)
+  return a_ms < b_ms or (a_ms == b_ms and a_seq < b_seq)
+end
 for i = 2, #ARGV, 2 do
   local key, list = KEYS[tonumber(ARGV[i])], {}
   for id in string.gmatch(ARGV[i + 1], '%S+') do list[#list + 1] = id end
   for s = 1, #list, 1000 do
-    local e = math.min(s + 999, #list)
-    redis.call('XACK', key, ARGV[1], unpack(list, s, e))
-    redis.call('XDEL', key, unpack(list, s, e))
+    redis.call('XACK', key, ARGV[1], unpack(list, s, math.min(s + 999, #list)))
+  end
+  local min_ms, min_seq = id_of(list[#list])
+  min_seq = min_seq + 1
+  local first = #list + 1
+  local oldest = redis.call('XPENDING', key, ARGV[1])[2]
+  if oldest then
+    local ms, seq = id_of(oldest)
+    if below(ms, seq, min_ms, min_seq) then
+      min_ms, min_seq = ms, seq
+      local lo, hi = 1, #list + 1
+      while lo < hi do
+        local mid = math.floor((lo + hi) / 2)
+        local m_ms, m_seq = id_of(list[mid])
+        if below(m_ms, m_seq, ms, seq) then lo = mid + 1 else hi = mid end
+      end
+      first = lo
+    end
+  end
+  redis.call('XTRIM', key, 'MINID', string.format('%d-%d', min_ms, min_seq))
+  for s = first, #list, 1000 do
+    redis.call('XDEL', key, unpack(list, s, math.min(s + 999, #list)))
   end
 end
 return 0
 """
+
+
+def _entry_order(entry: str) -> tuple[int, int]:
+    """The order of stream id ``entry`` (``ms-seq``)."""
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq)
 
 
 def _after(entry: bytes) -> str:
@@ -574,7 +609,7 @@ class _Coordinator:
         if by_partition:
             args: list[Any] = [GROUP]
             for partition, entries in by_partition.items():
-                args += (partition + 1, " ".join(entries))
+                args += (partition + 1, " ".join(sorted(entries, key=_entry_order)))
             await self.ack_script(keys=self.queues, args=args)
             self.room.set()
 
