@@ -297,6 +297,8 @@ class _Session:
     owned: list[int] = field(default_factory=list)
     releasing: set[int] = field(default_factory=set)
     out: list[Done] = field(default_factory=list)
+    #: The size of each record in ``out`` (by :func:`_size`).
+    out_sizes: list[int] = field(default_factory=list)
     #: About the bytes of the records in ``out``; set when it holds an entry's worth.
     out_bytes: int = 0
     out_full: asyncio.Event = field(default_factory=asyncio.Event)
@@ -563,7 +565,9 @@ class _Session:
         self.totals.ok += record.ok
         # Sent by linger(): a Redis error there ends the session, not the engine.
         self.out.append(Done(lease.partition, lease.entry, lease.n, record))
-        self.out_bytes += _size(record)
+        size = _size(record)
+        self.out_sizes.append(size)
+        self.out_bytes += size
         # A call's worth (or the linger) sends them: an await per entry costs more.
         if self.out_bytes >= _SEND_ENTRIES * _SEND_BYTES or len(self.out) >= _SEND_BATCH:
             self.out_full.set()
@@ -572,7 +576,7 @@ class _Session:
         """Send the records in ``out``, in entries of ``_SEND_BYTES`` at most, while the
         record stream holds fewer than ``most`` entries (0: whatever it holds)."""
         self.out_full.clear()
-        out = self.out
+        out, sizes = self.out, self.out_sizes
         self.behind = False
         while out and not self.behind:
             entries: list[bytes] = []
@@ -581,7 +585,7 @@ class _Session:
             while start < len(out) and len(entries) < _SEND_ENTRIES:
                 end, size = start, 0
                 while end < len(out) and end - start < _SEND_BATCH and size < _SEND_BYTES:
-                    size += _size(out[end].record)
+                    size += sizes[end]
                     end += 1
                 entries.append(encode(Results(self.epoch, self.name, out[start:end])))
                 total += size
@@ -590,7 +594,7 @@ class _Session:
             added = int(await self.send_script(keys=[self.keys.out], args=[most, *entries]))
             if added:
                 sent, size = ends[added - 1]
-                del out[:sent]
+                del out[:sent], sizes[:sent]
                 self.out_bytes -= size
             self.behind = added < len(entries)  # the coordinator is behind: the rest waits
         if not out:
