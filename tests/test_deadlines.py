@@ -21,6 +21,7 @@ from surefetch import (
 
 from .conftest import Server
 from .faults import Blackhole, FaultServer
+from .helpers import wait_for_requests
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("transport")]
 
@@ -109,7 +110,9 @@ async def test_the_read_deadline_does_not_run_while_connecting(blackhole: Blackh
 async def test_a_cancellation_from_outside_is_not_turned_into_a_timeout(server: Server) -> None:
     async with Client(timeouts=Timeouts(total=0.5, connect=5, read=0.5)) as client:
         request = asyncio.create_task(client.get(server.url("/sleep/5")))
-        await asyncio.sleep(0.2)
+        # Cancelled as soon as the server holds it, long before its deadlines (after a
+        # fixed 0.2 s, a stall of 0.3 s would have let the total deadline fire first).
+        await wait_for_requests(server.tracker, 1, 5)
         request.cancel()
         with pytest.raises(asyncio.CancelledError):
             await request
