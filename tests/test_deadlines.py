@@ -40,16 +40,17 @@ def idle(client: Client) -> bool:
 async def test_a_body_that_keeps_coming_outlives_the_read_timeout(
     fault_server: FaultServer,
 ) -> None:
-    # A byte every 0.1 s for 0.8 s: no gap reaches read=0.4, though the body takes
-    # twice as long as that.
-    timeouts = Timeouts(total=5, connect=5, read=0.4)
+    # A byte every 0.05 s for 1 s: no gap reaches read=0.5, though the body takes
+    # twice as long as that. (The server runs in this loop: a stall of the process
+    # longer than read less the interval, 0.45 s, would fire the read deadline.)
+    timeouts = Timeouts(total=5, connect=5, read=0.5)
     async with Client(timeouts=timeouts, retry=NO_RETRY) as client:
         started = time.monotonic()
-        response = await client.get(fault_server.url("/drip?interval=0.1&count=8"))
+        response = await client.get(fault_server.url("/drip?interval=0.05&count=20"))
         took = time.monotonic() - started
         assert idle(client)
-    assert (response.status, response.body, response.attempts) == (200, b"x" * 8, 1)
-    assert took >= 0.7
+    assert (response.status, response.body, response.attempts) == (200, b"x" * 20, 1)
+    assert took >= 0.95
 
 
 async def test_a_stalled_attempt_among_many_quick_ones_times_out_on_time(
