@@ -224,10 +224,12 @@ async def test_second_ctrl_c_stops_at_once(server: Server, tmp_path: Path) -> No
         "--grace",
         "30",
     )
+    # Once the server holds the slow request (0.3 s after the first request was in
+    # flight, it had not always been sent yet: then the first Ctrl-C ended the run).
     deadline = time.monotonic() + 10
-    while server.tracker.total_inflight < 1 and time.monotonic() < deadline:
+    while server.tracker.hits["/sleep/20"] < 1:
+        assert time.monotonic() < deadline, "the slow request was never sent"
         await asyncio.sleep(0.02)
-    await asyncio.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     await asyncio.sleep(0.5)
     assert proc.returncode is None  # still waiting for the request in flight

@@ -21,6 +21,7 @@ from surefetch import (
 
 from .conftest import Server
 from .faults import Blackhole, FaultServer
+from .helpers import wait_for_requests
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("transport")]
 
@@ -39,16 +40,17 @@ def idle(client: Client) -> bool:
 async def test_a_body_that_keeps_coming_outlives_the_read_timeout(
     fault_server: FaultServer,
 ) -> None:
-    # A byte every 0.1 s for 0.8 s: no gap reaches read=0.4, though the body takes
-    # twice as long as that.
-    timeouts = Timeouts(total=5, connect=5, read=0.4)
+    # A byte every 0.05 s for 1 s: no gap reaches read=0.5, though the body takes
+    # twice as long as that. (The server runs in this loop: a stall of the process
+    # longer than read less the interval, 0.45 s, would fire the read deadline.)
+    timeouts = Timeouts(total=5, connect=5, read=0.5)
     async with Client(timeouts=timeouts, retry=NO_RETRY) as client:
         started = time.monotonic()
-        response = await client.get(fault_server.url("/drip?interval=0.1&count=8"))
+        response = await client.get(fault_server.url("/drip?interval=0.05&count=20"))
         took = time.monotonic() - started
         assert idle(client)
-    assert (response.status, response.body, response.attempts) == (200, b"x" * 8, 1)
-    assert took >= 0.7
+    assert (response.status, response.body, response.attempts) == (200, b"x" * 20, 1)
+    assert took >= 0.95
 
 
 async def test_a_stalled_attempt_among_many_quick_ones_times_out_on_time(
@@ -109,7 +111,9 @@ async def test_the_read_deadline_does_not_run_while_connecting(blackhole: Blackh
 async def test_a_cancellation_from_outside_is_not_turned_into_a_timeout(server: Server) -> None:
     async with Client(timeouts=Timeouts(total=0.5, connect=5, read=0.5)) as client:
         request = asyncio.create_task(client.get(server.url("/sleep/5")))
-        await asyncio.sleep(0.2)
+        # Cancelled as soon as the server holds it, long before its deadlines (after a
+        # fixed 0.2 s, a stall of 0.3 s would have let the total deadline fire first).
+        await wait_for_requests(server.tracker, 1, 5)
         request.cancel()
         with pytest.raises(asyncio.CancelledError):
             await request
