@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import errno
 import random
 import resource
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -128,9 +128,20 @@ async def _many_ports(runner: web.AppRunner, count: int) -> list[int]:
     return ports
 
 
-@contextlib.asynccontextmanager
-async def thirty_hosts() -> AsyncIterator[tuple[list[str], set[object], list[int]]]:
-    """30 hosts (ports) x 4 URLs, shuffled; the peers (connections) the server saw."""
+@dataclass
+class ThirtyHosts:
+    """What a run over 30 hosts left: the connections the server saw, the ones still
+    open to it at the run's end, and the lean pool's idle count and idle connections
+    ((0, 0) through aiohttp)."""
+
+    peers: set[object]
+    held: int
+    counted: tuple[int, int]
+
+
+async def fetch_thirty_hosts() -> ThirtyHosts:
+    """30 hosts (ports) x 4 URLs, shuffled, at concurrency 8 and 2 per host: every
+    URL ends ok."""
     peers: set[object] = set()
 
     async def page(request: web.Request) -> web.Response:
@@ -147,9 +158,13 @@ async def thirty_hosts() -> AsyncIterator[tuple[list[str], set[object], list[int
         ports = await _many_ports(runner, 30)
         urls = [f"http://127.0.0.1:{port}/{n}" for port in ports for n in range(4)]
         random.Random(7).shuffle(urls)
-        yield urls, peers, ports
+        async with Client(limits=Limits(concurrency=8, per_host=2)) as client:
+            got = [r async for r in client.fetch_many(urls)]
+            run = ThirtyHosts(peers, _held(ports), _counted(client))
     finally:
         await runner.cleanup()
+    assert len(got) == 120 and all(r.ok for r in got)
+    return run
 
 
 def _counted(client: Client) -> tuple[int, int]:
@@ -171,15 +186,10 @@ async def test_idle_connections_are_kept_for_many_hosts() -> None:
     """Concurrency 8, 2 per host, 30 hosts in a shuffled order: a host's next URL finds
     its connection idle in the pool, however many other hosts came in between (idle
     connections are not closed for only ``8 // 2`` hosts' sake)."""
-    async with thirty_hosts() as (urls, peers, ports):
-        async with Client(limits=Limits(concurrency=8, per_host=2)) as client:
-            got = [r async for r in client.fetch_many(urls)]
-            held = _held(ports)
-            counted = _counted(client)
-        assert len(got) == 120 and all(r.ok for r in got)
-        assert len(peers) <= 2 * 30, len(peers)  # at most per_host new ones per host
-        assert held >= 30, held
-        assert counted[0] == counted[1], counted
+    run = await fetch_thirty_hosts()
+    assert len(run.peers) <= 2 * 30, len(run.peers)  # at most per_host new ones per host
+    assert run.held >= 30, run.held
+    assert run.counted[0] == run.counted[1], run.counted
 
 
 async def test_idle_connections_are_bounded_in_total(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -187,15 +197,10 @@ async def test_idle_connections_are_bounded_in_total(monkeypatch: pytest.MonkeyP
     concurrency), 30 hosts leave at most 8 open: the oldest hosts' go first, so the
     sockets held do not grow with the hosts seen."""
     monkeypatch.setattr(surefetch._tune, "IDLE_CONNECTIONS", 1)
-    async with thirty_hosts() as (urls, peers, ports):
-        async with Client(limits=Limits(concurrency=8, per_host=2)) as client:
-            got = [r async for r in client.fetch_many(urls)]
-            held = _held(ports)
-            counted = _counted(client)
-        assert len(got) == 120 and all(r.ok for r in got)
-        assert held <= 8, held
-        assert counted[0] == counted[1] <= 8, counted
-        assert len(peers) > 2 * 30  # and so hosts whose connections went dial again
+    run = await fetch_thirty_hosts()
+    assert run.held <= 8, run.held
+    assert run.counted[0] == run.counted[1] <= 8, run.counted
+    assert len(run.peers) > 2 * 30  # and so hosts whose connections went dial again
 
 
 def test_idle_connections_fit_the_open_files_limit() -> None:
