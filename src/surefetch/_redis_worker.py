@@ -16,8 +16,7 @@ import logging
 import os
 import secrets
 import socket
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,15 +25,18 @@ from .bodies import BodyStore
 from .client import AttemptGate, Client, Response
 from .distributed import (
     GROUP,
+    PACK,
     Done,
     Keys,
     Results,
+    Work,
     connect,
     decode_config,
-    decode_work,
+    decode_works,
     encode,
     partition_of,
     redis_errors,
+    wire_item,
     worker_credit,
 )
 from .engine import Stats, run
@@ -134,7 +136,9 @@ return reply
 
 # Read up to ARGV[3] new entries from the streams KEYS (in their order) for consumer
 # ARGV[2] of group ARGV[1], without waiting: returns {stream's index in KEYS, id,
-# payload, ...}, flat, which costs the worker no per-entry work to parse.
+# payload, ...}, flat, which costs the worker no per-entry work to parse. If there are
+# none, returns {-1, the id of each stream's last entry ('0-0' if empty)...}: any entry
+# added later comes after those (see _Session.read_waiting).
 _READ = """
 local left = tonumber(ARGV[3])
 local out = {}
@@ -149,6 +153,13 @@ for k = 1, #KEYS do
       table.insert(out, e[2][2])
     end
     left = left - #got[1][2]
+  end
+end
+if #out == 0 then
+  out[1] = -1
+  for k = 1, #KEYS do
+    local last = redis.call('XREVRANGE', KEYS[k], '+', '-', 'COUNT', 1)[1]
+    out[k + 1] = last and last[1] or '0-0'
   end
 end
 return out
@@ -183,24 +194,24 @@ end
 return out
 """
 
-# Move unstarted entries ARGV[3..] of stream KEYS[1] pending for consumer ARGV[2] to
-# the end of stream KEYS[2] as new entries (not counted as a delivery): KEYS[2] is
-# KEYS[1] to hand them back, a host's own partition to hand them to its owner.
+# Move unstarted Works of entries of stream KEYS[1] pending for consumer ARGV[2] to the
+# end of stream KEYS[2], a new entry each (not counted as a delivery): ARGV[3..] holds
+# pairs of an entry's id and the Works it gives (packed). KEYS[2] is KEYS[1] to hand
+# them back, a host's own partition to hand them to its owner. The entries stay
+# pending: the coordinator acknowledges each once told what became of all its Works.
+# Returns, for each pair, 1 if it moved (the entry was still this consumer's), else 0.
 _HANDBACK = """
-local n = 0
-for i = 3, #ARGV do
+local moved = {}
+for i = 3, #ARGV, 2 do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
   if p[1] then
-    local e = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
-    redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
-    redis.call('XDEL', KEYS[1], ARGV[i])
-    if e[1] then
-      redis.call('XADD', KEYS[2], '*', unpack(e[1][2]))
-      n = n + 1
-    end
+    redis.call('XADD', KEYS[2], '*', 'w', ARGV[i + 1])
+    moved[#moved + 1] = 1
+  else
+    moved[#moved + 1] = 0
   end
 end
-return n
+return moved
 """
 
 
@@ -225,11 +236,18 @@ class _GatedClient(Client):
     """A Client whose first attempt at a host with a pace (``--rate``, a rule's, a
     Crawl-delay, a learned rate) also passes the host's rate gate in Redis: the guard
     for the moments two workers may both send to it (a hand-over after a lease ran out,
-    a new epoch). The owner's own scheduler paces it as without Redis."""
+    a new epoch). The owner's own scheduler paces it as without Redis.
 
-    rate_gate: Callable[[str], Awaitable[None]] | None = None
+    ``send`` is no coroutine of its own but returns the request's: each frame in the
+    chain of a request costs on every resumption of it (each part of a response that
+    comes), and most hosts have no pace."""
 
-    async def send(
+    #: The pace of a host (requests/s), None or 0 if it has none.
+    pace_of: Callable[[str], float | None] | None = None
+    #: Waits until the gate of a host (with a pace) lets a request go.
+    rate_gate: Callable[[str, float], Awaitable[None]] | None = None
+
+    def send(
         self,
         method: str,
         target: URL,
@@ -239,12 +257,24 @@ class _GatedClient(Client):
         gate: AttemptGate | None = None,
         gate_key: str | None = None,
         stop: asyncio.Event | None = None,
-    ) -> Response:
-        if self.rate_gate is not None and gate_key is not None:
-            await self.rate_gate(gate_key)
-        return await super().send(
+    ) -> Coroutine[Any, Any, Response]:
+        request = super().send(
             method, target, headers=headers, data=data, gate=gate, gate_key=gate_key, stop=stop
         )
+        if gate_key is None or self.pace_of is None or not (pace := self.pace_of(gate_key)):
+            return request
+        return self._gated(gate_key, pace, request)
+
+    async def _gated(
+        self, key: str, pace: float, request: Coroutine[Any, Any, Response]
+    ) -> Response:
+        try:
+            if self.rate_gate is not None:
+                await self.rate_gate(key, pace)
+        except BaseException:
+            request.close()  # never started
+            raise
+        return await request
 
 
 def lost_record(item: Item, deliveries: int) -> Record:
@@ -270,8 +300,11 @@ class WorkerTotals:
 
 @dataclass(slots=True)
 class _Lease:
+    """A Work read from entry ``entry`` (of ``size`` Works) of partition ``partition``."""
+
     partition: int
     entry: str
+    size: int
     n: int
     item: Item
 
@@ -292,7 +325,8 @@ class _Session:
     totals: WorkerTotals
     #: Entries read and not yet recorded, by the URL their record will carry.
     held: dict[str, list[_Lease]] = field(default_factory=dict)
-    held_in: Counter[int] = field(default_factory=Counter)
+    #: Entries' Works held by partition.
+    held_in: list[int] = field(init=False)
     count: int = 0
     owned: list[int] = field(default_factory=list)
     releasing: set[int] = field(default_factory=set)
@@ -316,6 +350,7 @@ class _Session:
     moving: list[tuple[_Lease, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.held_in = [0] * self.partitions
         self.credit = worker_credit(self.config.limits["concurrency"])
         # Read once half the credit is free (not for every record that frees one):
         # there is still a fetch each in hand then, and each read costs a round trip.
@@ -416,14 +451,31 @@ class _Session:
         by_streams: dict[tuple[int, int], list[_Lease]] = {}
         for lease, target in moving:
             by_streams.setdefault((lease.partition, target), []).append(lease)
-        keys = self.keys
         for (source, target), leases in by_streams.items():
-            await self.handback(
-                keys=[keys.queue(source), keys.queue(target)],
-                args=[GROUP, self.name, *(lease.entry for lease in leases)],
-            )
-            for lease in leases:
+            await self.hand_over(source, target, leases)
+
+    async def hand_over(self, source: int, target: int, leases: list[_Lease]) -> int:
+        """Move the Works of ``leases`` (of partition ``source``, unstarted) to new
+        entries of partition ``target``, and tell the coordinator (records of None);
+        returns how many moved. Leases of entries no longer this worker's (reclaimed by
+        another owner) are only forgotten."""
+        by_entry: dict[str, list[_Lease]] = {}
+        for lease in leases:
+            by_entry.setdefault(lease.entry, []).append(lease)
+        args: list[Any] = [GROUP, self.name]
+        for entry, held in by_entry.items():
+            works = [Work(lease.n, wire_item(lease.item)) for lease in held]
+            args += (entry, encode(works))
+        queue = self.keys.queue
+        flags = await self.handback(keys=[queue(source), queue(target)], args=args)
+        count = 0
+        for held, moved in zip(by_entry.values(), flags, strict=True):
+            for lease in held:
                 self.let_go(lease)
+                if moved:
+                    self.add_out(Done(lease.partition, lease.entry, lease.n, lease.size, None))
+                    count += 1
+        return count
 
     def let_go(self, lease: _Lease) -> None:
         """Forget a lease that this worker will send no record for."""
@@ -444,16 +496,16 @@ class _Session:
         """Reset the idle time of every entry held here (XCLAIM to itself, JUSTID: no
         delivery counted), so that no one reclaims what is being fetched."""
         owned = set(self.owned)
-        by_partition: dict[int, list[Any]] = {}
+        by_partition: dict[int, set[str]] = {}
         for leases in self.held.values():
             for lease in leases:
                 if lease.partition in owned:  # another owner may have reclaimed the rest
-                    by_partition.setdefault(lease.partition, []).append(lease.entry)
+                    by_partition.setdefault(lease.partition, set()).add(lease.entry)
         if not by_partition:
             return
         pipe = self.redis.pipeline(transaction=False)
         for p, entries in by_partition.items():
-            pipe.xclaim(self.keys.queue(p), GROUP, self.name, 0, entries, justid=True)
+            pipe.xclaim(self.keys.queue(p), GROUP, self.name, 0, list(entries), justid=True)
         await pipe.execute()
 
     async def keep_leases(self) -> None:
@@ -486,62 +538,73 @@ class _Session:
                     continue
             turn = (turn + 1) % len(active)  # no partition always read first
             active = active[turn:] + active[:turn]
-            batch = await self.read_now(active, room) or await self.read_waiting(active, room)
+            batch = await self.read_now(active, room)
             if batch:
                 self.queue.put_nowait(batch)
 
     async def read_now(self, active: list[int], room: int) -> list[Item]:
-        """Up to ``room`` entries there are now (one script call)."""
-        queue = self.keys.queue
+        """The Works of the entries there are now, ``room`` at most (one script call);
+        if there are none, waits for one (a quarter of a second at most)."""
+        queues = [self.keys.queue(p) for p in active]
         reply: list[Any] = await self.read_script(
-            keys=[queue(p) for p in active], args=[GROUP, self.name, room]
+            keys=queues, args=[GROUP, self.name, self.entries_for(room)]
         )
-        return [
-            self.hold(active[int(reply[i]) - 1], reply[i + 1].decode(), reply[i + 2])
-            for i in range(0, len(reply), 3)
-        ]
-
-    async def read_waiting(self, active: list[int], room: int) -> list[Item]:
-        """The entries that come within a quarter of a second (none there now)."""
-        streams: dict[Any, Any] = {self.keys.queue(p): ">" for p in active}
-        answer: Any = await self.redis.xreadgroup(
-            GROUP, self.name, streams, count=max(1, room // len(active)), block=250
-        )
+        if reply and reply[0] == -1:
+            await self.read_waiting(queues, reply[1:])
+            return []
         batch: list[Item] = []
-        for stream, entries in answer or ():
-            p = int(stream.rsplit(b":", 1)[1])
-            for entry_id, fields in entries:
-                batch.append(self.hold(p, entry_id.decode(), fields[b"w"]))
+        for i in range(0, len(reply), 3):
+            batch += self.hold(active[int(reply[i]) - 1], reply[i + 1].decode(), reply[i + 2])
         return batch
+
+    async def read_waiting(self, queues: list[str], last: list[bytes]) -> None:
+        """Wait until an entry comes after ``last`` (each stream's last entry id) in one
+        of ``queues``, a quarter of a second at most. A plain read (not the group's):
+        it takes no entry, so what a worker holds stays within its credit."""
+        await self.redis.xread(dict(zip(queues, last, strict=True)), count=1, block=250)
+
+    @staticmethod
+    def entries_for(room: int) -> int:
+        """Entries to read for ``room`` URLs: each holds up to ``PACK`` of them (the
+        credit is at least twice that, so there is room for one at least)."""
+        return max(1, room // PACK)
 
     async def take_reclaimed(self, active: list[int], room: int) -> bool:
         batch: list[Item] = []
         for p in active:
             reply = await self.reclaim(
-                keys=[self.keys.queue(p)], args=[GROUP, self.name, self.lease_ms, room]
+                keys=[self.keys.queue(p)],
+                args=[GROUP, self.name, self.lease_ms, self.entries_for(room)],
             )
             for i in range(0, len(reply), 3):
                 entry, payload, deliveries = reply[i].decode(), reply[i + 1], int(reply[i + 2])
-                self.totals.reclaimed += 1
-                item = self.hold(p, entry, payload)
+                items = self.hold(p, entry, payload)
+                self.totals.reclaimed += len(items)
                 if deliveries > self.deliveries:
-                    self.totals.lost += 1
-                    await self.emit(lost_record(item, deliveries))
+                    self.totals.lost += len(items)
+                    for item in items:
+                        await self.emit(lost_record(item, deliveries))
                 else:
-                    batch.append(item)
+                    batch += items
         if batch:
             log.info("%s: reclaimed %d URLs of workers gone", self.name, len(batch))
             self.queue.put_nowait(batch)
         return bool(batch)
 
-    def hold(self, partition: int, entry: str, payload: bytes) -> Item:
-        work = decode_work(payload)
-        w = work.item
-        item = Item(w.url, w.method, w.headers, w.data, w.meta)
-        self.held.setdefault(shown_url(w.url), []).append(_Lease(partition, entry, work.n, item))
-        self.held_in[partition] += 1
-        self.count += 1
-        return item
+    def hold(self, partition: int, entry: str, payload: bytes) -> list[Item]:
+        """The Works of an entry read: held here until their records are sent."""
+        works = decode_works(payload)
+        size, held, items = len(works), self.held, []
+        for work in works:
+            w = work.item
+            item = Item(w.url, w.method, w.headers, w.data, w.meta)
+            held.setdefault(shown_url(w.url), []).append(
+                _Lease(partition, entry, size, work.n, item)
+            )
+            items.append(item)
+        self.held_in[partition] += size
+        self.count += size
+        return items
 
     async def source(self) -> AsyncIterator[list[Item]]:
         while (batch := await self.queue.get()) is not None:
@@ -559,17 +622,22 @@ class _Session:
             del self.held[record.url]
         self.held_in[lease.partition] -= 1
         self.count -= 1
-        if self.credit - self.count >= self.read_least:
+        if self.credit - self.count >= self.read_least and not self.room.is_set():
             self.room.set()
-        self.totals.records += 1
-        self.totals.ok += record.ok
+        totals = self.totals
+        totals.records += 1
+        totals.ok += record.ok
         # Sent by linger(): a Redis error there ends the session, not the engine.
-        self.out.append(Done(lease.partition, lease.entry, lease.n, record))
-        size = _size(record)
+        self.add_out(Done(lease.partition, lease.entry, lease.n, lease.size, record))
+
+    def add_out(self, done: Done) -> None:
+        out = self.out
+        out.append(done)
+        size = _size(done.record)
         self.out_sizes.append(size)
         self.out_bytes += size
         # A call's worth (or the linger) sends them: an await per entry costs more.
-        if self.out_bytes >= _SEND_ENTRIES * _SEND_BYTES or len(self.out) >= _SEND_BATCH:
+        if self.out_bytes >= _SEND_ENTRIES * _SEND_BYTES or len(out) >= _SEND_BATCH:
             self.out_full.set()
 
     async def send(self, *, most: int = _OUT_ENTRIES) -> None:
@@ -613,17 +681,12 @@ class _Session:
 
     async def give_back(self) -> None:
         """Unstarted entries back to their streams; the partitions released."""
-        by_partition: dict[int, list[str]] = {}
+        by_partition: dict[int, list[_Lease]] = {}
         for leases in self.held.values():
             for lease in leases:
-                by_partition.setdefault(lease.partition, []).append(lease.entry)
-        keys = self.keys
-        for p, entries in by_partition.items():
-            queue = keys.queue(p)
-            self.totals.handed_back += int(
-                await self.handback(keys=[queue, queue], args=[GROUP, self.name, *entries])
-            )
-        await self.leave()
+                by_partition.setdefault(lease.partition, []).append(lease)
+        for p, leases in by_partition.items():
+            self.totals.handed_back += await self.hand_over(p, p, leases)
 
     async def leave(self) -> None:
         """Release the partitions and leave the live workers (their fair shares grow
@@ -647,6 +710,7 @@ class _Session:
         sched.on_away = self.away
         self.sched = sched
         assert isinstance(client, _GatedClient)
+        client.pace_of = self.pace_of
         client.rate_gate = self.pass_rate_gate
         errors = redis_errors()
         async with client, asyncio.TaskGroup() as tg:
@@ -671,21 +735,22 @@ class _Session:
             if self.ended != "lost":
                 try:
                     await self.send(most=0)  # the last ones, whether read or not
-                    if self.ended == "epoch":  # its streams are gone
-                        await self.leave()
-                    else:
+                    if self.ended != "epoch":  # else its streams are gone
                         await self.give_back()
+                        await self.send(most=0)  # what moved, for the coordinator
+                    await self.leave()
                 except errors as exc:
                     log.warning("%s: Redis lost while finishing: %s", self.name, exc)
 
-    async def pass_rate_gate(self, key: str) -> None:
-        """Wait until host ``key``'s rate gate in Redis lets a request go (at once for
-        a host without a pace). Redis trouble lets it go: the owner's pace still holds,
-        and the session ends through its other tasks."""
+    def pace_of(self, key: str) -> float | None:
+        """The pace of host ``key`` (requests/s) by its scheduler, if it has one."""
         host = self.sched.hosts.get(key) if self.sched is not None else None
-        pace = host.pace if host is not None else None
-        if not pace:
-            return
+        return host.pace if host is not None else None
+
+    async def pass_rate_gate(self, key: str, pace: float) -> None:
+        """Wait until host ``key``'s rate gate in Redis lets a request go at ``pace``
+        requests/s. Redis trouble lets it go: the owner's pace still holds, and the
+        session ends through its other tasks."""
         interval = 1000.0 / pace
         gate_key = self.keys.rate(key)
         for _ in range(100):  # bounded: the gate is fair, this is a guard
@@ -708,8 +773,10 @@ class _Session:
             self.stop.set()
 
 
-def _size(record: Record) -> int:
+def _size(record: Record | None) -> int:
     """About the bytes ``record`` takes in an entry of the record stream."""
+    if record is None:
+        return 64
     body, b64 = record.body, record.body_b64
     return (
         256

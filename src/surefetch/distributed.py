@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GROUP",
+    "PACK",
     "Distributed",
     "JobTaken",
     "Keys",
@@ -74,6 +75,7 @@ __all__ = [
     "check_reachable",
     "connect",
     "run_redis",
+    "wire_item",
     "worker_credit",
 ]
 
@@ -87,6 +89,9 @@ GROUP = "w"
 #: 256 kB. (8 a read: 4-11 % slower, the workers waiting more often on a full stream.)
 _ADMIT_BATCH = 512
 _READ_BATCH = 16
+#: URLs per partition stream entry at most: what Redis, the scripts and redis-py do per
+#: entry (an id, its place in the pending list, its acknowledgement) is shared out.
+PACK = int(__import__("os").environ.get("SUREFETCH_PACK", "16"))
 #: How long a stopped coordinator waits for records once none have come.
 _QUIET = 2.0
 #: How often the coordinator checks its epoch and the hosts that pushed back.
@@ -164,19 +169,23 @@ class Keys:
 
 
 class Work(msgspec.Struct, array_like=True):
-    """A partition stream entry: the coordinator's number for the URL, and the URL."""
+    """A URL to fetch: the coordinator's number for it, and the URL. A partition stream
+    entry holds a list of them (up to ``PACK``, of one partition)."""
 
     n: int
     item: WireItem
 
 
 class Done(msgspec.Struct, array_like=True):
-    """A record for the entry ``entry`` of partition ``partition`` (Work number ``n``)."""
+    """What became of Work ``n`` of the entry ``entry`` of partition ``partition``
+    (which holds ``size`` of them): its ``record``, or None if it moved to another
+    entry unstarted (handed back, or to the owner of its host)."""
 
     partition: int
     entry: str
     n: int
-    record: Record
+    size: int
+    record: Record | None
 
 
 class Results(msgspec.Struct, array_like=True):
@@ -188,7 +197,7 @@ class Results(msgspec.Struct, array_like=True):
 
 
 encode = msgspec.msgpack.Encoder().encode
-decode_work = msgspec.msgpack.Decoder(Work).decode
+decode_works = msgspec.msgpack.Decoder(list[Work]).decode
 decode_results = msgspec.msgpack.Decoder(Results).decode
 decode_config = msgspec.msgpack.Decoder(Config).decode
 
@@ -379,6 +388,17 @@ class _Pending:
     name: str
 
 
+@dataclass(slots=True)
+class _Entry:
+    """A partition stream entry whose Works came back in part: each has a record, or
+    moved to another entry (see :class:`Done`); then it is acknowledged."""
+
+    size: int
+    seen: set[int] = field(default_factory=set)
+    #: Records written of it (they count towards ``window`` until it is acknowledged).
+    taken: int = 0
+
+
 #: Hosts whose partitions are remembered at most (then the memo starts over).
 _LANES_KEPT = 100_000
 
@@ -414,8 +434,13 @@ class _Coordinator:
     outstanding: dict[int, _Pending] = field(default_factory=dict)
     #: Numbers not yet added to Redis in this epoch.
     unsent: deque[int] = field(default_factory=deque)
-    #: (records emitted when written, partition, entry): acknowledged once durable.
-    to_ack: deque[tuple[int, int, str]] = field(default_factory=deque)
+    #: Entries in part done, by (partition, entry).
+    entries: dict[tuple[int, str], _Entry] = field(default_factory=dict)
+    #: (records emitted when written, partition, entry, its records written): entries
+    #: all done, acknowledged once durable.
+    to_ack: deque[tuple[int, int, str, int]] = field(default_factory=deque)
+    #: Records written whose entries are not acknowledged yet (they are still in Redis).
+    unacked: int = 0
     emitted: int = 0
     next_n: int = 0
     fed: bool = False
@@ -480,7 +505,7 @@ class _Coordinator:
                 # As many as the workers need; and entries whose records came but are
                 # not durable yet are still in Redis: they count towards ``window``.
                 while (
-                    len(outstanding) >= self.wanted or len(outstanding) + len(self.to_ack) >= window
+                    len(outstanding) >= self.wanted or len(outstanding) + self.unacked >= window
                 ):
                     self.room.clear()
                     await self.room.wait()
@@ -488,7 +513,7 @@ class _Coordinator:
                 self.next_n += 1
                 name = target.raw_host or ""
                 partition = self.partition_for(host, name)
-                self.outstanding[n] = _Pending(partition, _wire(item), host, name)
+                self.outstanding[n] = _Pending(partition, wire_item(item), host, name)
                 self.unsent.append(n)
                 self.stats.in_flight += 1
                 if len(self.unsent) >= _ADMIT_BATCH:
@@ -530,7 +555,9 @@ class _Coordinator:
             pipe.hset(keys.alone, mapping=dict.fromkeys(self.alone, 1))
         await pipe.execute()
         self.unsent = deque(sorted(self.outstanding))
+        self.entries.clear()
         self.to_ack.clear()
+        self.unacked = 0
         self.news.set()
         log.info(
             "job %s: epoch %s, %d URLs outstanding, %d lanes per shared host",
@@ -560,12 +587,17 @@ class _Coordinator:
                 self.news.clear()
                 await self.news.wait()
                 continue
-            entries: list[tuple[int, bytes]] = []
+            works: dict[int, list[Work]] = {}
             for _ in range(min(_ADMIT_BATCH, len(unsent))):
                 n = unsent.popleft()
                 pending = outstanding.get(n)
                 if pending is not None:
-                    entries.append((pending.partition, encode(Work(n, pending.wire))))
+                    works.setdefault(pending.partition, []).append(Work(n, pending.wire))
+            entries = [
+                (partition, encode(batch[i : i + PACK]))
+                for partition, batch in works.items()
+                for i in range(0, len(batch), PACK)
+            ]
             if entries:
                 await self.admit(keys=self.queues, args=[admission_blob(entries)])
 
@@ -606,8 +638,9 @@ class _Coordinator:
         durable = self.durable()
         by_partition: dict[int, list[str]] = {}
         while self.to_ack and self.to_ack[0][0] <= durable:
-            _, partition, entry = self.to_ack.popleft()
+            _, partition, entry, taken = self.to_ack.popleft()
             by_partition.setdefault(partition, []).append(entry)
+            self.unacked -= taken
         if by_partition:
             args: list[Any] = [GROUP]
             for partition, entries in by_partition.items():
@@ -652,22 +685,31 @@ class _Coordinator:
     async def _take(self, results: Results) -> None:
         if results.epoch != self.epoch:
             return
-        stats, outstanding, to_ack = self.stats, self.outstanding, self.to_ack
+        stats, outstanding, entries = self.stats, self.outstanding, self.entries
         taken = 0
         for done in results.done:
-            if outstanding.pop(done.n, None) is None:  # a second record: drop it
-                to_ack.append((0, done.partition, done.entry))
-                continue
-            taken += 1
-            stats.in_flight -= 1
+            key = (done.partition, done.entry)
+            entry = entries.get(key)
+            if entry is None:
+                entry = entries[key] = _Entry(done.size)
             record = done.record
-            if record.ok:
-                stats.ok += 1
-            else:
-                stats.failed += 1
-            self.emitted += 1
-            await self.emit(record)
-            to_ack.append((self.emitted, done.partition, done.entry))
+            # None: it moved, unstarted, and stays outstanding. A second record (of an
+            # entry delivered again, say) is dropped.
+            if record is not None and outstanding.pop(done.n, None) is not None:
+                taken += 1
+                entry.taken += 1
+                self.unacked += 1
+                stats.in_flight -= 1
+                if record.ok:
+                    stats.ok += 1
+                else:
+                    stats.failed += 1
+                self.emitted += 1
+                await self.emit(record)
+            entry.seen.add(done.n)
+            if len(entry.seen) >= entry.size:
+                del entries[key]
+                self.to_ack.append((self.emitted, done.partition, done.entry, entry.taken))
         if taken:
             self.taken += taken
             worker = results.worker.rpartition("-")[0]  # its name, without the session
@@ -763,7 +805,7 @@ class _Coordinator:
         await pipe.execute()
 
 
-def _wire(item: Item) -> WireItem:
+def wire_item(item: Item) -> WireItem:
     headers = dict(item.headers) if item.headers else None
     return WireItem(item.url, item.method, headers, item.data, item.meta)
 
