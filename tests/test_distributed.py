@@ -285,21 +285,43 @@ async def wait_present(server: RedisServer, count: int, timeout: float = 20) -> 
         await client.aclose()
 
 
+#: Lua: the Works (URLs) in a partition stream entry's payload (a list of them).
+_WORKS = "local function works(payload) return #cmsgpack.unpack(payload) end\n"
+
+# The Works of the entries in the streams KEYS pending for a consumer whose name holds
+# ARGV[1] (read, not acknowledged).
+_PENDING_WORKS = (
+    _WORKS
+    + """
+local n = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then
+    for _, e in ipairs(redis.call('XPENDING', key, 'w', '-', '+', 100000)) do
+      if string.find(e[2], ARGV[1], 1, true) then
+        local got = redis.call('XRANGE', key, e[1], e[1])[1]
+        if got then n = n + works(got[2][2]) end
+      end
+    end
+  end
+end
+return n
+"""
+)
+
+_QUEUES = [f"surefetch:{{t}}:q:{p}" for p in range(16)]
+
+
 async def wait_pending(server: RedisServer, pid: int | None, count: int) -> None:
-    """Wait (20 s at most) until worker process ``pid`` has ``count`` entries pending
-    (read, not acknowledged) over all the job's partitions."""
+    """Wait (20 s at most) until worker process ``pid`` has ``count`` URLs pending (in
+    entries read, not acknowledged) over all the job's partitions."""
     client = redis.Redis.from_url(server.url)
-    mine = f"-{pid}-"
     try:
         deadline = time.monotonic() + 20
         while True:
-            held = 0
-            async for key in client.scan_iter(match="surefetch:{t}:q:*"):
-                info = await client.xpending(key, "w")
-                held += sum(c["pending"] for c in info["consumers"] if mine in c["name"].decode())
+            held = int(await client.eval(_PENDING_WORKS, len(_QUEUES), *_QUEUES, f"-{pid}-"))
             if held >= count:
                 return
-            assert time.monotonic() < deadline, f"{held} entries pending, not {count}, in 20 s"
+            assert time.monotonic() < deadline, f"{held} URLs pending, not {count}, in 20 s"
             await asyncio.sleep(0.05)
     finally:
         await client.aclose()
@@ -347,23 +369,32 @@ async def test_two_workers_fetch_every_url_once(
     assert sum(site.hits.values()) == count  # and none was fetched twice
 
 
-#: The entries in the streams KEYS: waiting, held by workers, and not yet deleted.
-_ENTRIES = """
+#: The URLs in the streams KEYS: waiting, held by workers, and not yet deleted.
+_ENTRIES = (
+    _WORKS
+    + """
 local n = 0
-for _, key in ipairs(KEYS) do n = n + redis.call('XLEN', key) end
+for _, key in ipairs(KEYS) do
+  for _, e in ipairs(redis.call('XRANGE', key, '-', '+')) do n = n + works(e[2][2]) end
+end
 return n
 """
+)
 
-# Entries admitted to the streams KEYS and not yet handed to a worker (after the
-# group's last-delivered id): what waits in Redis, whatever has been acknowledged.
-_WAITING = """
+# URLs admitted to the streams KEYS and not yet handed to a worker (after the group's
+# last-delivered id): what waits in Redis, whatever has been acknowledged.
+_WAITING = (
+    _WORKS
+    + """
 local n = 0
 for _, key in ipairs(KEYS) do
   if redis.call('EXISTS', key) == 1 then
     for _, group in ipairs(redis.call('XINFO', 'GROUPS', key)) do
       for i = 1, #group, 2 do
         if group[i] == 'last-delivered-id' then
-          n = n + #redis.call('XRANGE', key, '(' .. group[i + 1], '+')
+          for _, e in ipairs(redis.call('XRANGE', key, '(' .. group[i + 1], '+')) do
+            n = n + works(e[2][2])
+          end
         end
       end
     end
@@ -371,6 +402,7 @@ for _, key in ipairs(KEYS) do
 end
 return n
 """
+)
 
 
 async def test_the_window_holds_what_the_workers_need_not_the_input(
@@ -387,7 +419,7 @@ async def test_the_window_holds_what_the_workers_need_not_the_input(
     await procs.worker(redis_server, "w0")
     await wait_present(redis_server, 1)
     client = redis.Redis.from_url(redis_server.url)
-    queues = [f"surefetch:{{t}}:q:{p}" for p in range(16)]
+    queues = _QUEUES
     waiting: list[int] = []
     entries: list[int] = []
 
@@ -822,7 +854,7 @@ async def test_acknowledging_removes_exactly_the_entries_acknowledged(
         await client_redis.xreadgroup("w", "c", {key: ">"}, count=len(delivered))
 
         async def ack_and_look(entries: list[str]) -> tuple[list[str], list[str]]:
-            coordinator.to_ack.extend((0, 0, entry) for entry in entries)
+            coordinator.to_ack.extend((0, 0, entry, 0) for entry in entries)
             await coordinator.ack()
             left = await client_redis.xrange(key)
             for entry_id, fields in left:  # what stays is whole

@@ -307,6 +307,8 @@ class _Lease:
     size: int
     n: int
     item: Item
+    #: Deliveries of earlier entries of it that ended with their holders gone.
+    tries: int = 0
 
 
 @dataclass
@@ -454,22 +456,35 @@ class _Session:
         for (source, target), leases in by_streams.items():
             await self.hand_over(source, target, leases)
 
-    async def hand_over(self, source: int, target: int, leases: list[_Lease]) -> int:
+    async def hand_over(
+        self, source: int, target: int, leases: list[_Lease], *, died: int | None = None
+    ) -> int:
         """Move the Works of ``leases`` (of partition ``source``, unstarted) to new
         entries of partition ``target``, and tell the coordinator (records of None);
         returns how many moved. Leases of entries no longer this worker's (reclaimed by
-        another owner) are only forgotten."""
-        by_entry: dict[str, list[_Lease]] = {}
-        for lease in leases:
-            by_entry.setdefault(lease.entry, []).append(lease)
+        another owner) are only forgotten.
+
+        The Works of one entry go to one new entry; with ``died`` (the deliveries of
+        their entry that ended with no record, its holders gone), each to its own,
+        that many tries more: one of them that makes workers die is then delivered
+        alone, and the others are not counted with it."""
+        groups: list[list[_Lease]] = []
+        if died is None:
+            by_entry: dict[str, list[_Lease]] = {}
+            for lease in leases:
+                by_entry.setdefault(lease.entry, []).append(lease)
+            groups = list(by_entry.values())
+        else:
+            groups = [[lease] for lease in leases]
+        more = died or 0
         args: list[Any] = [GROUP, self.name]
-        for entry, held in by_entry.items():
-            works = [Work(lease.n, wire_item(lease.item)) for lease in held]
-            args += (entry, encode(works))
+        for group in groups:
+            works = [Work(lease.n, wire_item(lease.item), lease.tries + more) for lease in group]
+            args += (group[0].entry, encode(works))
         queue = self.keys.queue
         flags = await self.handback(keys=[queue(source), queue(target)], args=args)
         count = 0
-        for held, moved in zip(by_entry.values(), flags, strict=True):
+        for held, moved in zip(groups, flags, strict=True):
             for lease in held:
                 self.let_go(lease)
                 if moved:
@@ -578,33 +593,46 @@ class _Session:
             )
             for i in range(0, len(reply), 3):
                 entry, payload, deliveries = reply[i].decode(), reply[i + 1], int(reply[i + 2])
-                items = self.hold(p, entry, payload)
-                self.totals.reclaimed += len(items)
-                if deliveries > self.deliveries:
-                    self.totals.lost += len(items)
-                    for item in items:
-                        await self.emit(lost_record(item, deliveries))
+                works = decode_works(payload)
+                self.totals.reclaimed += len(works)
+                self.hold_works(p, entry, works)
+                leases = [self.lease_of(work) for work in works]
+                rest = [lease for lease in leases if lease.tries + deliveries <= self.deliveries]
+                for lease in leases:
+                    if lease.tries + deliveries > self.deliveries:
+                        self.totals.lost += 1
+                        await self.emit(lost_record(lease.item, lease.tries + deliveries))
+                if len(works) > 1:  # each alone from now on (see hand_over)
+                    await self.hand_over(p, p, rest, died=deliveries - 1)
                 else:
-                    batch += items
+                    batch += [lease.item for lease in rest]
         if batch:
             log.info("%s: reclaimed %d URLs of workers gone", self.name, len(batch))
             self.queue.put_nowait(batch)
         return bool(batch)
 
     def hold(self, partition: int, entry: str, payload: bytes) -> list[Item]:
-        """The Works of an entry read: held here until their records are sent."""
-        works = decode_works(payload)
+        """The URLs of an entry read (see :meth:`hold_works`)."""
+        return self.hold_works(partition, entry, decode_works(payload))
+
+    def hold_works(self, partition: int, entry: str, works: list[Work]) -> list[Item]:
+        """The URLs of the Works of an entry read: held here until their records are
+        sent (or they move)."""
         size, held, items = len(works), self.held, []
         for work in works:
             w = work.item
             item = Item(w.url, w.method, w.headers, w.data, w.meta)
             held.setdefault(shown_url(w.url), []).append(
-                _Lease(partition, entry, size, work.n, item)
+                _Lease(partition, entry, size, work.n, item, work.tries)
             )
             items.append(item)
         self.held_in[partition] += size
         self.count += size
         return items
+
+    def lease_of(self, work: Work) -> _Lease:
+        """The lease of ``work``, held here."""
+        return next(lease for lease in self.held[shown_url(work.item.url)] if lease.n == work.n)
 
     async def source(self) -> AsyncIterator[list[Item]]:
         while (batch := await self.queue.get()) is not None:

@@ -91,7 +91,7 @@ _ADMIT_BATCH = 512
 _READ_BATCH = 16
 #: URLs per partition stream entry at most: what Redis, the scripts and redis-py do per
 #: entry (an id, its place in the pending list, its acknowledgement) is shared out.
-PACK = int(__import__("os").environ.get("SUREFETCH_PACK", "16"))
+PACK = 16
 #: How long a stopped coordinator waits for records once none have come.
 _QUIET = 2.0
 #: How often the coordinator checks its epoch and the hosts that pushed back.
@@ -170,10 +170,13 @@ class Keys:
 
 class Work(msgspec.Struct, array_like=True):
     """A URL to fetch: the coordinator's number for it, and the URL. A partition stream
-    entry holds a list of them (up to ``PACK``, of one partition)."""
+    entry holds a list of them (up to ``PACK``, of one partition). ``tries``: the
+    deliveries of earlier entries of it that ended with their holders gone (when a
+    reclaimed entry is split, see ``_Session.hand_over``)."""
 
     n: int
     item: WireItem
+    tries: int = 0
 
 
 class Done(msgspec.Struct, array_like=True):
@@ -504,9 +507,7 @@ class _Coordinator:
             for item, target, host in batch:
                 # As many as the workers need; and entries whose records came but are
                 # not durable yet are still in Redis: they count towards ``window``.
-                while (
-                    len(outstanding) >= self.wanted or len(outstanding) + self.unacked >= window
-                ):
+                while len(outstanding) >= self.wanted or len(outstanding) + self.unacked >= window:
                     self.room.clear()
                     await self.room.wait()
                 n = self.next_n
