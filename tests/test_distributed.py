@@ -43,13 +43,19 @@ from surefetch._redis_worker import RATE_GATE  # noqa: E402
 from surefetch.distributed import (  # noqa: E402
     _ADMIT,
     Distributed,
+    Done,
+    Results,
     _Coordinator,
+    _Pending,
     admission_blob,
     lanes_of,
+    wire_item,
 )
 from surefetch.parallel import _config  # noqa: E402
 from surefetch.polite import Politeness  # noqa: E402
+from surefetch.record import Record  # noqa: E402
 from surefetch.sinks.base import BATCH_RECORDS  # noqa: E402
+from surefetch.sources import Item  # noqa: E402
 
 #: Short leases, so that dead workers' URLs are reclaimed within seconds.
 LEASE = "1.5"
@@ -775,6 +781,57 @@ async def test_a_shared_hosts_urls_take_its_lanes_in_turn_whatever_the_input_ord
 
 async def _no_emit(record: object) -> None:
     raise AssertionError(f"nothing is emitted here: {record}")
+
+
+def _record(url: str) -> Record:
+    return Record(
+        url=url, final_url=url, ok=True, status=200, error=None, attempts=1, redirects=0,
+        elapsed_ms=1.0, bytes=0, content_type=None, fetched_at="2026-12-02T00:00:00Z",
+    )  # fmt: skip
+
+
+async def test_an_entry_is_acknowledged_once_each_of_its_urls_has_a_record_or_moved(
+    redis_server: RedisServer,
+) -> None:
+    """An entry of 3 URLs: one recorded, one moved (handed back unstarted), a second
+    record of the first (from a worker that was only slow): nothing to acknowledge yet,
+    one record written. The third's record completes it: acknowledged once the 2
+    records written are durable, and they count towards the window until then. The
+    moved URL's record comes in its new entry, which is acknowledged on its own."""
+    async with Client() as client:
+        config = _config(client, 1, 1, False, None, "asyncio", Politeness(), False)
+    written: list[Record] = []
+
+    async def emit(record: Record) -> None:
+        written.append(record)
+
+    client_redis = redis.Redis.from_url(redis_server.url)
+    try:
+        settings = Distributed(redis_server.url, job="t")
+        coordinator = _Coordinator(client_redis, settings, config, emit, Stats(), int)
+    finally:
+        await client_redis.aclose()
+    coordinator.epoch = "e1"
+    urls = [f"http://h.test/{n}" for n in range(3)]
+    for n, url in enumerate(urls):
+        coordinator.outstanding[n] = _Pending(0, wire_item(Item(url)), "h.test:80", "h.test")
+
+    async def take(*done: Done, epoch: str = "e1") -> None:
+        await coordinator._take(Results(epoch, "vm-1-ab12-1", list(done)))
+
+    await take(Done(0, "5-1", 0, 3, _record(urls[0])), Done(0, "5-1", 1, 3, None))
+    await take(Done(0, "5-1", 0, 3, _record(urls[0])))
+    await take(Done(0, "5-1", 2, 3, _record(urls[2])), epoch="e0")  # another epoch's
+    assert [r.url for r in written] == [urls[0]]
+    assert (list(coordinator.to_ack), coordinator.unacked) == ([], 1)
+    assert sorted(coordinator.outstanding) == [1, 2]
+    await take(Done(0, "5-1", 2, 3, _record(urls[2])))
+    assert list(coordinator.to_ack) == [(2, 0, "5-1", 2)]
+    assert coordinator.unacked == 2
+    await take(Done(7, "6-1", 1, 1, _record(urls[1])))
+    assert list(coordinator.to_ack) == [(2, 0, "5-1", 2), (3, 7, "6-1", 1)]
+    assert [r.url for r in written] == [urls[0], urls[2], urls[1]]
+    assert (coordinator.outstanding, coordinator.unacked, coordinator.entries) == ({}, 3, {})
 
 
 async def test_the_rate_gate_holds_a_rate_over_many_clients(redis_server: RedisServer) -> None:
