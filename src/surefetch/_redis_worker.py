@@ -708,7 +708,7 @@ class _Session:
             await self.move()
 
     async def give_back(self) -> None:
-        """Unstarted entries back to their streams; the partitions released."""
+        """The URLs held here and not started back to their streams, in new entries."""
         by_partition: dict[int, list[_Lease]] = {}
         for leases in self.held.values():
             for lease in leases:

@@ -9,7 +9,8 @@ Every key of a job carries the hash tag ``{job}`` (one Redis Cluster slot)::
 
     surefetch:{job}:meta      hash: epoch, state, config (the workers' _wire.Config),
                               partitions, lease_ms, deliveries
-    surefetch:{job}:q:<p>     stream per partition, consumer group "w": URLs to fetch
+    surefetch:{job}:q:<p>     stream per partition, consumer group "w": URLs to fetch,
+                              up to PACK an entry
     surefetch:{job}:owners    hash: partition -> "worker expiry_ms" (renewable leases)
     surefetch:{job}:workers   sorted set: worker -> expiry_ms of its heartbeat
     surefetch:{job}:out       stream: the records workers send back
@@ -25,11 +26,15 @@ out, no robots.txt) is *shared* until it pushes back: its URLs are spread over
 ``share`` partitions (*lanes*, ``share`` = the workers present when the epoch starts),
 each lane's owner fetching it with ``per_host // share``; once it pushes back (a 429
 or 503, or its circuit opens) it is *alone*: its new URLs go to its own partition,
-and the other lanes' owners move what they hold of it there. An entry
-is acknowledged (XACK, then XDEL) only once its record is durable in the output. The
-owner of a partition reclaims entries of dead workers that stayed idle longer than the
-lease (heartbeats reset the idle time of entries being fetched); an entry delivered
-more than ``deliveries`` times ends as a ``worker_lost`` record.
+and the other lanes' owners move what they hold of it there. An entry holds up to
+``PACK`` URLs (*Works*); it is acknowledged (XACK, then trimmed or deleted) only once
+each of them has a record durable in the output, or has moved unstarted to an entry
+of its own (handed back, or to its host's owner: the worker says so in the record
+stream). The owner of a partition reclaims entries of dead workers that stayed idle
+longer than the lease (heartbeats reset the idle time of entries being fetched), and
+splits a reclaimed entry of several URLs into one entry each, so that a URL that kills
+its workers takes no other down with it; a URL delivered more than ``deliveries``
+times ends as a ``worker_lost`` record.
 
 The output is the source of truth: each coordinator run (and each reconnection after
 Redis lost its data) starts a new *epoch*: the job's keys are rebuilt and the URLs
@@ -101,14 +106,16 @@ _PATIENCE = 120.0
 #: The window by need: the coordinator keeps in Redis, without a record yet, what the
 #: workers present can hold (their credit each) and a reserve of what they record in
 #: ``_REFILL`` s (at least ``_RESERVE``: one admission batch), so that a worker with
-#: room finds entries waiting; ``window`` bounds that and the records not yet durable.
+#: room finds URLs waiting; ``window`` bounds that and the records not yet
+#: acknowledged (their entries are still in Redis).
 _RESERVE = _ADMIT_BATCH
 _REFILL = 0.1
 
 
 def worker_credit(concurrency: int) -> int:
-    """Entries a worker of ``concurrency`` connections holds at most (read, no record
-    sent yet): enough to keep its engine fed between two reads."""
+    """URLs a worker of ``concurrency`` connections holds at most (read, no record
+    sent yet): enough to keep its engine fed between two reads. At least twice
+    ``PACK``: a worker reads once half of it is free, one entry at least."""
     return 2 * concurrency + 32
 
 
@@ -505,8 +512,9 @@ class _Coordinator:
         window, outstanding = self.settings.window, self.outstanding
         async for batch in admitted(items, self.stats, self.count_emit, seen, done, bad_input):
             for item, target, host in batch:
-                # As many as the workers need; and entries whose records came but are
-                # not durable yet are still in Redis: they count towards ``window``.
+                # As many as the workers need; and the URLs whose records came but
+                # whose entries are not acknowledged yet are still in Redis: they count
+                # towards ``window``.
                 while len(outstanding) >= self.wanted or len(outstanding) + self.unacked >= window:
                     self.room.clear()
                     await self.room.wait()
@@ -635,7 +643,8 @@ class _Coordinator:
             self.room.set()
 
     async def ack(self) -> None:
-        """XACK and XDEL the entries whose records are durable now (one call)."""
+        """Acknowledge (and remove) the entries all done whose records are durable now
+        (one call)."""
         durable = self.durable()
         by_partition: dict[int, list[str]] = {}
         while self.to_ack and self.to_ack[0][0] <= durable:
