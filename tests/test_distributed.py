@@ -573,11 +573,15 @@ async def test_a_worker_frozen_past_its_lease_repeats_nothing(
     tmp_path: Path, redis_server: RedisServer, site: Site, procs: Procs
 ) -> None:
     """SIGSTOP a worker for twice the lease: the other takes its partitions and
-    reclaims its URLs; SIGCONT: it comes back to find them gone. One record each."""
+    reclaims its URLs; SIGCONT: it comes back to find them gone. One record each. The
+    coordinator's status lines show the workers alive and gone, and its summary the
+    URLs reclaimed, as many as the worker that reclaimed them says."""
     count = 2000
     urls = write_lines(tmp_path / "urls.txt", site.urls(count, "/s/"))
     out = tmp_path / "out.jsonl"
-    args = coordinator_args(redis_server, urls, out, "--concurrency", "6")
+    args = coordinator_args(
+        redis_server, urls, out, "--concurrency", "6", "--status-every", "0.25", quiet=False
+    )
     workers = [await procs.worker(redis_server, f"w{k}") for k in range(2)]
     await wait_present(redis_server, 2)
     coordinator = await procs.start(*args, name="c")
@@ -590,7 +594,15 @@ async def test_a_worker_frozen_past_its_lease_repeats_nothing(
     assert all(r["status"] == 200 for r in got)
     for k, proc in enumerate(workers):
         assert await wait_exit(proc, 15) == 0, procs.log(f"w{k}")
-    assert "reclaimed" in procs.log("w1")
+    said = procs.log("w1").split(" URLs reclaimed from workers gone")[0].rsplit(" ", 1)[1]
+    assert int(said) > 0, procs.log("w1")
+    names = [f"-{proc.pid}-" for proc in workers]
+    lines = procs.log("c").splitlines()
+    both = [line for line in lines if "; workers 2 alive: " in line]
+    assert both and all(name in both[0] for name in names), lines
+    assert any("; workers 1 alive: " in line and ", 1 gone" in line for line in lines), lines
+    summary = next(line for line in lines if line.startswith("surefetch: 2000 records"))
+    assert f"; {said} URLs reclaimed from workers gone" in summary, summary
 
 
 async def test_redis_restarted_without_its_data_loses_nothing(

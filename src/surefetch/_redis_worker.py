@@ -88,11 +88,13 @@ _POLL = 0.1
 _STATUS_EVERY = 10.0
 
 # Heartbeat: renew this worker's lease and its partitions', take free partitions up to
-# its fair share. Returns {fair share, state, partitions owned...}, or {-1} if the
-# job's epoch is not the worker's.
+# its fair share, say how it goes (ARGV[5], for the coordinator: "reclaimed lost").
+# Returns {fair share, state, partitions owned...}, or {-1} if the job's epoch is not
+# the worker's.
 _HEARTBEAT = """
 if redis.replicate_commands then redis.replicate_commands() end
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[2] then return {-1} end
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[5])
 local state = redis.call('HGET', KEYS[1], 'state')
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -350,6 +352,10 @@ class _Session:
     alone: dict[str, bool] = field(default_factory=dict)
     #: Entries held here of hosts another worker owns: to move to that one's partition.
     moving: list[tuple[_Lease, int]] = field(default_factory=list)
+    #: URLs this session reclaimed from workers gone, and of them those it ended as
+    #: worker_lost (told to the coordinator on each heartbeat).
+    reclaimed: int = 0
+    lost: int = 0
 
     def __post_init__(self) -> None:
         self.held_in = [0] * self.partitions
@@ -373,9 +379,12 @@ class _Session:
         """One heartbeat; False once the session is over for the job's sake."""
         keys = self.keys
         reply = await self.heartbeat(
-            keys=[keys.meta, keys.workers, keys.owners],
-            args=[self.name, self.epoch, self.lease_ms, self.partitions],
-        )
+            keys=[keys.meta, keys.workers, keys.owners, keys.stats],
+            args=[
+                self.name, self.epoch, self.lease_ms, self.partitions,
+                f"{self.reclaimed} {self.lost}",
+            ],
+        )  # fmt: skip
         if reply[0] == -1:
             self.ended = "epoch"
             return False
@@ -594,12 +603,14 @@ class _Session:
             for i in range(0, len(reply), 3):
                 entry, payload, deliveries = reply[i].decode(), reply[i + 1], int(reply[i + 2])
                 works = decode_works(payload)
+                self.reclaimed += len(works)
                 self.totals.reclaimed += len(works)
                 self.hold_works(p, entry, works)
                 leases = [self.lease_of(work) for work in works]
                 rest = [lease for lease in leases if lease.tries + deliveries <= self.deliveries]
                 for lease in leases:
                     if lease.tries + deliveries > self.deliveries:
+                        self.lost += 1
                         self.totals.lost += 1
                         await self.emit(lost_record(lease.item, lease.tries + deliveries))
                 if len(works) > 1:  # each alone from now on (see hand_over)

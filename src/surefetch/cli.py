@@ -1052,9 +1052,11 @@ def _run(fetch_job: FetchJob, *, grace: float, again: str, loop: str, display: D
         if on_terminal():
             from .view import LiveView  # rich: only to draw on a terminal
 
-            view = LiveView(summary, stats, total)
+            view = LiveView(summary, stats, total, fetch_job.fleet)
         else:
-            view = StatusLines(summary, stats, total, display.status_every, sys.stderr)
+            view = StatusLines(
+                summary, stats, total, display.status_every, sys.stderr, fetch_job.fleet
+            )
 
     def on_record(record: Record) -> None:
         summary.add(record)
@@ -1179,8 +1181,8 @@ def _summarise(
         parts.append(
             f"{done - sink.durable} of them could not be written (the next run fetches them)"
         )
-    if fetch_job.workers:
-        parts.append(_by_worker(fetch_job.workers))
+    if workers := fetch_job.fleet.summary_text():
+        parts.append(workers)
     if resume.moved_to:
         parts.append(f"old output moved to {resume.moved_to}")
     if resume.repaired:
@@ -1209,14 +1211,6 @@ def _summarise(
         if again and not resume.stream:
             line += f"\nTo continue where it stopped, run the same command again:\n  {again}"
     click.echo(line, err=True)
-
-
-def _by_worker(workers: dict[str, int], shown: int = 5) -> str:
-    """``from 3 workers (a 120, b 100, c 80)``: the busiest first."""
-    busiest = sorted(workers.items(), key=lambda kv: -kv[1])
-    named = ", ".join(f"{name} {n}" for name, n in busiest[:shown])
-    more = f", {len(busiest) - shown} more" if len(busiest) > shown else ""
-    return f"from {len(workers)} worker{'s' * (len(workers) != 1)} ({named}{more})"
 
 
 def _first_leaf(exc: BaseException) -> BaseException:

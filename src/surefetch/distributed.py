@@ -15,6 +15,7 @@ Every key of a job carries the hash tag ``{job}`` (one Redis Cluster slot)::
     surefetch:{job}:workers   sorted set: worker -> expiry_ms of its heartbeat
     surefetch:{job}:out       stream: the records workers send back
     surefetch:{job}:alone     hash: shared hosts that pushed back -> one owner now
+    surefetch:{job}:stats     hash: worker session -> "reclaimed lost" (its heartbeats)
     surefetch:{job}:coordinator   the running coordinator's claim (one at a time)
     surefetch:{job}:rate:<host>   a host's rate gate (GCRA), for hosts with a pace
 
@@ -60,6 +61,7 @@ from ._fingerprint import fingerprint
 from ._wire import Config, WireItem
 from .engine import Emit, Stats, admitted
 from .errors import SurefetchError
+from .fleet import Fleet
 from .record import Record
 from .sources import InputError, Item, ItemBatches
 
@@ -163,6 +165,7 @@ class Keys:
         self.workers = f"{base}:workers"
         self.out = f"{base}:out"
         self.alone = f"{base}:alone"
+        self.stats = f"{base}:stats"
         self.coordinator = f"{base}:coordinator"
         self._queue = f"{base}:q:"
         self._rate = f"{base}:rate:"
@@ -460,8 +463,8 @@ class _Coordinator:
     over: asyncio.Event = field(default_factory=asyncio.Event)
     #: This run's claim on the job.
     token: str = field(default_factory=lambda: secrets.token_hex(8))
-    #: Records per worker (for the summary), by the worker's name.
-    by_worker: dict[str, int] = field(default_factory=dict)
+    #: The workers as seen from here (for the progress and the summary).
+    fleet: Fleet = field(default_factory=Fleet)
     #: Lanes per shared host in this epoch (1: none is shared).
     share: int = 1
     #: Shared hosts that pushed back (each has one owner now), and each host's lanes.
@@ -546,7 +549,7 @@ class _Coordinator:
         config = msgspec.structs.replace(self.config, share=self.share)
         pipe = self.redis.pipeline(transaction=True)
         queues = (keys.queue(p) for p in range(spread))
-        pipe.delete(keys.meta, keys.owners, keys.out, keys.alone, *queues)
+        pipe.delete(keys.meta, keys.owners, keys.out, keys.alone, keys.stats, *queues)
         for p in range(settings.partitions):
             pipe.xgroup_create(keys.queue(p), GROUP, id="0", mkstream=True)
         pipe.hset(
@@ -659,16 +662,26 @@ class _Coordinator:
             self.room.set()
 
     async def look(self) -> None:
-        """Check that Redis still holds this epoch, and learn the shared hosts that
-        pushed back (their new URLs go to their own partition from now on)."""
+        """Check that Redis still holds this epoch, learn the shared hosts that pushed
+        back (their new URLs go to their own partition from now on), and see how the
+        workers do."""
+        keys = self.keys
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hget(self.keys.meta, "epoch")
-        pipe.hkeys(self.keys.alone)
-        pipe.zcard(self.keys.workers)
-        epoch, alone, workers = await pipe.execute()
+        pipe.hget(keys.meta, "epoch")
+        pipe.hkeys(keys.alone)
+        pipe.time()
+        pipe.zrange(keys.workers, 0, -1, withscores=True)
+        pipe.hgetall(keys.stats)
+        epoch, alone, (seconds, micros), workers, said = await pipe.execute()
         if epoch != self.epoch.encode():
             raise EpochLost(f"Redis no longer holds epoch {self.epoch}")
-        self.size_window(int(workers))
+        self.size_window(len(workers))
+        now = seconds + micros / 1e6
+        self.fleet.observe(
+            [name.decode() for name, expiry in workers if expiry / 1000 >= now],
+            {session.decode(): text.decode() for session, text in said.items()},
+            asyncio.get_running_loop().time(),
+        )
         for raw in alone:
             host = raw.decode()
             if host not in self.alone:
@@ -722,8 +735,7 @@ class _Coordinator:
                 self.to_ack.append((self.emitted, done.partition, done.entry, entry.taken))
         if taken:
             self.taken += taken
-            worker = results.worker.rpartition("-")[0]  # its name, without the session
-            self.by_worker[worker] = self.by_worker.get(worker, 0) + taken
+            self.fleet.took(results.worker, taken)
 
     async def claim(self, *, wait: float = 0.0) -> None:
         """Make the job this run's (waiting up to ``wait`` s for another's claim to
@@ -806,7 +818,7 @@ class _Coordinator:
             # Kept a minute (empty by now), so that workers see "done" and exit.
             pipe.hset(keys.meta, mapping={"state": "done"})
             pipe.hdel(keys.meta, "config")
-            for key in (keys.meta, keys.owners, keys.out, keys.alone):
+            for key in (keys.meta, keys.owners, keys.out, keys.alone, keys.stats):
                 pipe.expire(key, 60)
             for p in range(self.settings.partitions):
                 pipe.expire(keys.queue(p), 60)
@@ -850,19 +862,19 @@ async def run_redis(
     done: UrlIndex | None = None,
     stop: asyncio.Event | None = None,
     stats: Stats | None = None,
-    by_worker: dict[str, int] | None = None,
+    fleet: Fleet | None = None,
 ) -> Stats:
     """Coordinate a run through Redis: admit ``items`` there, ``await emit(record)``
     for each record the workers send back. ``durable()`` says how many emitted records
     the output holds durably (entries are acknowledged only then). ``config`` is what
-    each worker builds its Client from; ``by_worker`` is filled with the records each
-    worker sent (by its name). Raises :class:`RedisUnavailable`."""
+    each worker builds its Client from; ``fleet`` is kept up to date with what each worker
+    does. Raises :class:`RedisUnavailable`."""
     stats = stats if stats is not None else Stats()
     stopping = stop if stop is not None else asyncio.Event()
     redis = await connect(settings.url)
     coordinator = _Coordinator(redis, settings, config, emit, stats, durable)
-    if by_worker is not None:
-        coordinator.by_worker = by_worker
+    if fleet is not None:
+        coordinator.fleet = fleet
     bad_input: list[InputError] = []
     finished = False
     try:

@@ -20,6 +20,7 @@ from .bodies import BodyStore
 from .client import Client
 from .distributed import Distributed, run_redis
 from .engine import Stats, run
+from .fleet import Fleet
 from .parallel import _config, run_parallel
 from .polite import Politeness
 from .record import Record
@@ -99,8 +100,8 @@ class FetchJob:
     #: Records moved out because their URL is no longer in the input, and where to.
     removed: int = 0
     removed_to: str | None = None
-    #: With ``distributed``: records each worker sent, by its name.
-    workers: dict[str, int] = field(default_factory=dict)
+    #: With ``distributed``: what each worker does (for the progress and the summary).
+    fleet: Fleet = field(default_factory=Fleet)
     started: float = field(default_factory=time.monotonic)
 
     async def execute(self, stop: asyncio.Event | None = None) -> None:
@@ -170,7 +171,7 @@ class FetchJob:
                         done=resume.done,
                         stop=stop,
                         stats=self.stats,
-                        by_worker=self.workers,
+                        fleet=self.fleet,
                     )
                 elif job.workers > 1:
                     await run_parallel(

@@ -11,6 +11,7 @@ import time
 from typing import TextIO
 
 from .engine import Stats
+from .fleet import Fleet
 from .observe import Summary, status_line
 
 __all__ = ["InputTotal", "StatusLines", "on_terminal", "say"]
@@ -55,9 +56,16 @@ class StatusLines:
     """Writes :func:`status_line` every ``every`` seconds."""
 
     def __init__(
-        self, summary: Summary, stats: Stats, total: InputTotal, every: float, stream: TextIO
+        self,
+        summary: Summary,
+        stats: Stats,
+        total: InputTotal,
+        every: float,
+        stream: TextIO,
+        fleet: Fleet | None = None,
     ) -> None:
         self._summary, self._stats, self._total = summary, stats, total
+        self._fleet = fleet
         self._every = every
         self._stream = stream
         self._next = time.monotonic() + every
@@ -67,6 +75,8 @@ class StatusLines:
         if now >= self._next:
             self._next = now + self._every
             line = status_line(self._summary, self._stats, self._total.value, self._stats.in_flight)
+            if self._fleet is not None and (workers := self._fleet.progress_text()):
+                line += f"; {workers}"
             print(line, file=self._stream, flush=True)
 
     def say(self, line: str) -> None:

@@ -20,6 +20,7 @@ from rich.progress import (
 from rich.text import Text
 
 from .engine import Stats
+from .fleet import Fleet
 from .observe import Summary, throttle_text, throttled_hosts
 from .status import InputTotal
 
@@ -35,8 +36,11 @@ class LiveView:
     record, so it costs next to nothing.
     """
 
-    def __init__(self, summary: Summary, stats: Stats, total: InputTotal) -> None:
+    def __init__(
+        self, summary: Summary, stats: Stats, total: InputTotal, fleet: Fleet | None = None
+    ) -> None:
         self._summary, self._stats, self._total = summary, stats, total
+        self._fleet = fleet
         self._console = console = Console(stderr=True)
         self._progress = Progress(
             SpinnerColumn(),
@@ -66,14 +70,18 @@ class LiveView:
             "   ".join(f"{k} {n:,}" for k, n in sorted(summary.status_classes.items())),
             style="dim",
         )
+        lines: list[Progress | Text] = [self._progress, outcomes, classes]
         throttled = throttled_hosts(self._stats, 3)
-        if not throttled:
-            return Group(self._progress, outcomes, classes)
-        slowed = Text.assemble(
-            ("slowed down: ", "yellow"),
-            "   ".join(f"{host} {throttle_text(t)}" for host, t in throttled),
-        )
-        return Group(self._progress, outcomes, classes, slowed)
+        if throttled:
+            lines.append(
+                Text.assemble(
+                    ("slowed down: ", "yellow"),
+                    "   ".join(f"{host} {throttle_text(t)}" for host, t in throttled),
+                )
+            )
+        if self._fleet is not None and (workers := self._fleet.progress_text()):
+            lines.append(Text(workers, style="cyan"))
+        return Group(*lines)
 
     def update(self) -> None:
         summary, stats = self._summary, self._stats
