@@ -136,33 +136,25 @@ for _, p in ipairs(mine) do table.insert(reply, p) end
 return reply
 """
 
-# Read new entries from the streams KEYS (in their order) for consumer ARGV[2] of group
-# ARGV[1], without waiting, up to ARGV[3] URLs in all (an entry holds up to ARGV[4]; a
-# payload's msgpack array header says how many): returns {stream's index in KEYS, id,
-# payload, ...}, flat, which costs the worker no per-entry work to parse. Entries of a
-# few URLs (a trickle, a hand-over) are read as far as the room goes, not one each. If
-# there are none, returns {-1, the id of each stream's last entry ('0-0' if empty)...}:
-# any entry added later comes after those (see _Session.read_waiting).
+# Read up to ARGV[3] new entries from the streams KEYS (in their order) for consumer
+# ARGV[2] of group ARGV[1], without waiting: returns {stream's index in KEYS, id,
+# payload, ...}, flat, which costs the worker no per-entry work to parse. If there are
+# none, returns {-1, the id of each stream's last entry ('0-0' if empty)...}: any entry
+# added later comes after those (see _Session.read_waiting).
 _READ = """
-local function works(payload)
-  local b = string.byte(payload, 1)
-  if b >= 0x90 and b <= 0x9f then return b - 0x90 end
-  if b == 0xdc then return string.byte(payload, 2) * 256 + string.byte(payload, 3) end
-  return tonumber(ARGV[4])
-end
-local left, pack = tonumber(ARGV[3]), tonumber(ARGV[4])
+local left = tonumber(ARGV[3])
 local out = {}
 for k = 1, #KEYS do
-  while left >= pack do
-    local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT',
-      math.floor(left / pack), 'STREAMS', KEYS[k], '>')
-    if not got then break end
+  if left <= 0 then break end
+  local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', left,
+    'STREAMS', KEYS[k], '>')
+  if got then
     for _, e in ipairs(got[1][2]) do
       table.insert(out, k)
       table.insert(out, e[1])
       table.insert(out, e[2][2])
-      left = left - works(e[2][2])
     end
+    left = left - #got[1][2]
   end
 end
 if #out == 0 then
@@ -568,11 +560,8 @@ class _Session:
                 reclaim_due = loop.time() + self.lease_ms / 1000 / 2
                 if await self.take_reclaimed(active, room):
                     continue
-            # The partitions it holds least of first (a slow host's must not keep the
-            # others' URLs waiting once its URLs fill the credit); among those, no
-            # partition always first.
-            turn = (turn + 1) % len(active)
-            active = sorted(active[turn:] + active[:turn], key=self.held_in.__getitem__)
+            turn = (turn + 1) % len(active)  # no partition always read first
+            active = active[turn:] + active[:turn]
             batch = await self.read_now(active, room)
             if batch:
                 self.queue.put_nowait(batch)
@@ -581,7 +570,9 @@ class _Session:
         """The Works of the entries there are now, ``room`` at most (one script call);
         if there are none, waits for one (a quarter of a second at most)."""
         queues = [self.keys.queue(p) for p in active]
-        reply: list[Any] = await self.read_script(keys=queues, args=[GROUP, self.name, room, PACK])
+        reply: list[Any] = await self.read_script(
+            keys=queues, args=[GROUP, self.name, self.entries_for(room)]
+        )
         if reply and reply[0] == -1:
             await self.read_waiting(queues, reply[1:])
             return []

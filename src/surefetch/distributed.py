@@ -519,10 +519,6 @@ class _Coordinator:
                 # whose entries are not acknowledged yet are still in Redis: they count
                 # towards ``window``.
                 while len(outstanding) >= self.wanted or len(outstanding) + self.unacked >= window:
-                    # What waits to be sent goes now, not once a batch's worth has come:
-                    # while the window is full, that would be the workers' reserve.
-                    if self.unsent:
-                        self.news.set()
                     self.room.clear()
                     await self.room.wait()
                 n = self.next_n
@@ -679,13 +675,13 @@ class _Coordinator:
         epoch, alone, (seconds, micros), workers, said = await pipe.execute()
         if epoch != self.epoch.encode():
             raise EpochLost(f"Redis no longer holds epoch {self.epoch}")
+        self.size_window(len(workers))
         now = seconds + micros / 1e6
         self.fleet.observe(
             [name.decode() for name, expiry in workers if expiry / 1000 >= now],
             {session.decode(): text.decode() for session, text in said.items()},
             asyncio.get_running_loop().time(),
         )
-        self.size_window(len(workers))
         for raw in alone:
             host = raw.decode()
             if host not in self.alone:
