@@ -602,18 +602,18 @@ class _Session:
             )
             for i in range(0, len(reply), 3):
                 entry, payload, deliveries = reply[i].decode(), reply[i + 1], int(reply[i + 2])
-                works = decode_works(payload)
-                self.reclaimed += len(works)
-                self.totals.reclaimed += len(works)
-                self.hold_works(p, entry, works)
-                leases = [self.lease_of(work) for work in works]
-                rest = [lease for lease in leases if lease.tries + deliveries <= self.deliveries]
+                leases = self.hold_leases(p, entry, decode_works(payload))
+                self.reclaimed += len(leases)
+                self.totals.reclaimed += len(leases)
+                rest = []
                 for lease in leases:
                     if lease.tries + deliveries > self.deliveries:
                         self.lost += 1
                         self.totals.lost += 1
                         await self.emit(lost_record(lease.item, lease.tries + deliveries))
-                if len(works) > 1:  # each alone from now on (see hand_over)
+                    else:
+                        rest.append(lease)
+                if len(leases) > 1:  # each alone from now on (see hand_over)
                     await self.hand_over(p, p, rest, died=deliveries - 1)
                 else:
                     batch += [lease.item for lease in rest]
@@ -623,27 +623,28 @@ class _Session:
         return bool(batch)
 
     def hold(self, partition: int, entry: str, payload: bytes) -> list[Item]:
-        """The URLs of an entry read (see :meth:`hold_works`)."""
-        return self.hold_works(partition, entry, decode_works(payload))
+        """The URLs of an entry read (see :meth:`hold_leases`)."""
+        return [lease.item for lease in self.hold_leases(partition, entry, decode_works(payload))]
 
-    def hold_works(self, partition: int, entry: str, works: list[Work]) -> list[Item]:
-        """The URLs of the Works of an entry read: held here until their records are
+    def hold_leases(self, partition: int, entry: str, works: list[Work]) -> list[_Lease]:
+        """The leases of the Works of an entry read: held here until their records are
         sent (or they move)."""
-        size, held, items = len(works), self.held, []
+        size, held, leases = len(works), self.held, []
         for work in works:
             w = work.item
-            item = Item(w.url, w.method, w.headers, w.data, w.meta)
-            held.setdefault(shown_url(w.url), []).append(
-                _Lease(partition, entry, size, work.n, item, work.tries)
+            lease = _Lease(
+                partition,
+                entry,
+                size,
+                work.n,
+                Item(w.url, w.method, w.headers, w.data, w.meta),
+                work.tries,
             )
-            items.append(item)
+            held.setdefault(shown_url(w.url), []).append(lease)
+            leases.append(lease)
         self.held_in[partition] += size
         self.count += size
-        return items
-
-    def lease_of(self, work: Work) -> _Lease:
-        """The lease of ``work``, held here."""
-        return next(lease for lease in self.held[shown_url(work.item.url)] if lease.n == work.n)
+        return leases
 
     async def source(self) -> AsyncIterator[list[Item]]:
         while (batch := await self.queue.get()) is not None:

@@ -7,12 +7,15 @@ stdin (main -> worker) and stdout (worker -> main).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from .polite import Politeness
 from .record import Record
+
+if TYPE_CHECKING:
+    from .sources import Item
 
 __all__ = [
     "Batch",
@@ -39,6 +42,12 @@ class WireItem(msgspec.Struct, array_like=True):
     headers: dict[str, str] | None = None
     data: bytes | None = None
     meta: dict[str, Any] | None = None
+
+
+def wire_item(item: Item) -> WireItem:
+    """``item`` as it travels to a worker."""
+    headers = dict(item.headers) if item.headers else None
+    return WireItem(item.url, item.method, headers, item.data, item.meta)
 
 
 class Config(msgspec.Struct, tag=True):

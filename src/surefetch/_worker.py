@@ -34,6 +34,7 @@ from ._wire import (
     frame,
     read_frame,
     to_worker,
+    wire_item,
 )
 from .bodies import BodyStore
 from .client import Client, connection_options
@@ -101,10 +102,7 @@ async def _main(config: Config, reader: asyncio.StreamReader, writer: asyncio.St
         writer.write(frame(Throttled(key, pause)))  # once per host at most
 
     def give_back(key: str, work: tuple[Item, URL]) -> None:
-        item = work[0]
-        headers = dict(item.headers) if item.headers else None
-        wire = WireItem(item.url, item.method, headers, item.data, item.meta)
-        away.setdefault(key, []).append(wire)
+        away.setdefault(key, []).append(wire_item(work[0]))
 
     sched.on_throttled = throttled
     sched.on_away = give_back

@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ._fingerprint import fingerprint
-from ._wire import Config, WireItem
+from ._wire import Config, WireItem, wire_item
 from .engine import Emit, Stats, admitted
 from .errors import SurefetchError
 from .fleet import Fleet
@@ -825,11 +825,6 @@ class _Coordinator:
         else:
             pipe.hset(keys.meta, "state", "stopped")
         await pipe.execute()
-
-
-def wire_item(item: Item) -> WireItem:
-    headers = dict(item.headers) if item.headers else None
-    return WireItem(item.url, item.method, headers, item.data, item.meta)
 
 
 async def _await_redis(redis: Redis, url: str) -> None:

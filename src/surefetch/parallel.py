@@ -56,6 +56,7 @@ from ._wire import (
     frame,
     read_frame,
     to_main,
+    wire_item,
 )
 from .client import Client
 from .engine import Emit, Stats, admitted
@@ -213,15 +214,7 @@ async def run_parallel(
                         await room.wait()
                     outstanding[k] += 1
                     stats.in_flight += 1
-                    batches_out[k].append(
-                        WireItem(
-                            item.url,
-                            item.method,
-                            dict(item.headers) if item.headers else None,
-                            item.data,
-                            item.meta,
-                        )
-                    )
+                    batches_out[k].append(wire_item(item))
                     if len(batches_out[k]) >= _BATCH:
                         await send(k)
 
