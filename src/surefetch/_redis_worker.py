@@ -136,47 +136,25 @@ for _, p in ipairs(mine) do table.insert(reply, p) end
 return reply
 """
 
-# Read up to ARGV[3] new entries from the streams KEYS for consumer ARGV[2] of group
-# ARGV[1], without waiting, one at a time, each from the stream whose partition the
-# worker holds the fewest URLs of (ARGV[3 + k] for KEYS[k], plus what this call read;
-# ties go to the first in KEYS): a slow host, whose URLs stay held, cannot take up the
-# credit that the others' URLs need. (An entry is a msgpack array of Works, whose
-# header gives their count.) Returns {stream's index in KEYS, id, payload, ...}, flat,
-# which costs the worker no per-entry work to parse. If there are none, returns {-1,
-# the id of each stream's last entry ('0-0' if empty)...}: any entry added later comes
-# after those (see _Session.read_waiting).
+# Read up to ARGV[3] new entries from the streams KEYS (in their order) for consumer
+# ARGV[2] of group ARGV[1], without waiting: returns {stream's index in KEYS, id,
+# payload, ...}, flat, which costs the worker no per-entry work to parse. If there are
+# none, returns {-1, the id of each stream's last entry ('0-0' if empty)...}: any entry
+# added later comes after those (see _Session.read_waiting).
 _READ = """
-local function works(payload)
-  local b = string.byte(payload, 1)
-  if b >= 0x90 and b <= 0x9f then return b - 0x90 end
-  local n = 0
-  for i = 2, (b == 0xdc and 3 or 5) do n = n * 256 + string.byte(payload, i) end
-  return n
-end
 local left = tonumber(ARGV[3])
-local held, open = {}, {}
-for k = 1, #KEYS do
-  held[k] = tonumber(ARGV[3 + k])
-  open[k] = true
-end
 local out = {}
-while left > 0 do
-  local best = nil
-  for k = 1, #KEYS do
-    if open[k] and (best == nil or held[k] < held[best]) then best = k end
-  end
-  if best == nil then break end
-  local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1,
-    'STREAMS', KEYS[best], '>')
+for k = 1, #KEYS do
+  if left <= 0 then break end
+  local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', left,
+    'STREAMS', KEYS[k], '>')
   if got then
-    local e = got[1][2][1]
-    table.insert(out, best)
-    table.insert(out, e[1])
-    table.insert(out, e[2][2])
-    held[best] = held[best] + works(e[2][2])
-    left = left - 1
-  else
-    open[best] = false
+    for _, e in ipairs(got[1][2]) do
+      table.insert(out, k)
+      table.insert(out, e[1])
+      table.insert(out, e[2][2])
+    end
+    left = left - #got[1][2]
   end
 end
 if #out == 0 then
@@ -189,19 +167,14 @@ end
 return out
 """
 
-# Release partition ARGV[2] if ARGV[1] owns it and, unless ARGV[3] is "leaving", no
-# entry of its stream KEYS[2] is pending for it (group ARGV[4]): an entry whose records
-# were sent is acknowledged only once they are durable, and meanwhile a new owner
-# would reclaim it once idle for a lease, and fetch its URLs again.
+# Release partition ARGV[2] if ARGV[1] owns it.
 _RELEASE = """
 local v = redis.call('HGET', KEYS[1], ARGV[2])
-if not (v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. ' ') then return 0 end
-if ARGV[3] ~= 'leaving' and
-    #redis.call('XPENDING', KEYS[2], ARGV[4], '-', '+', 1, ARGV[1]) > 0 then
-  return 0
+if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then
+  redis.call('HDEL', KEYS[1], ARGV[2])
+  return 1
 end
-redis.call('HDEL', KEYS[1], ARGV[2])
-return 1
+return 0
 """
 
 # Reclaim entries of other consumers idle >= ARGV[3] ms (at most ARGV[4]): returns
@@ -373,9 +346,8 @@ class _Session:
     room: asyncio.Event = field(default_factory=asyncio.Event)
     #: Why the session ends: "" (asked to stop or the job stopped), "epoch", "lost".
     ended: str = ""
-    #: Shared hosts that pushed back here, to tell: key -> "pause too_many" (see
-    #: :meth:`throttled`).
-    pushed: dict[str, str] = field(default_factory=dict)
+    #: Shared hosts that pushed back here, to tell (key, seconds of pause left).
+    pushed: list[tuple[str, float]] = field(default_factory=list)
     #: Hosts alone (one owner): True where this worker owns it, False where another.
     alone: dict[str, bool] = field(default_factory=dict)
     #: Entries held here of hosts another worker owns: to move to that one's partition.
@@ -429,36 +401,35 @@ class _Session:
         while extra > len(self.releasing) and keep:
             self.releasing.add(keep.pop(0))
         for p in sorted(self.releasing):
-            if not self.held_in[p] and await self.release(p, leaving=False):
+            if not self.held_in[p]:
+                await self.release_script(keys=[keys.owners], args=[self.name, p])
                 self.releasing.discard(p)
                 owned.remove(p)
         self.owned = owned
         await self.renew_entries()
         if self.config.share > 1:
             await self.tell_pushed()
-            alone: dict[Any, Any] = await self.redis.hgetall(keys.alone)  # bytes: bytes
+            alone: list[Any] = await self.redis.hkeys(keys.alone)
             self.settle(alone)
         return True
 
     # -- shared hosts (config.share > 1) -------------------------------------------
 
-    def throttled(self, key: str, pause: float, too_many: bool) -> None:
-        """The scheduler's word that shared host ``key`` pushed back here first: the
-        seconds of its Retry-After left, and whether it was a 429 (for its owner)."""
-        self.pushed[key] = f"{pause:.3f} {int(too_many)}"
+    def throttled(self, key: str, pause: float) -> None:
+        """The scheduler's word that shared host ``key`` pushed back here first."""
+        self.pushed.append((key, pause))
 
     async def tell_pushed(self) -> None:
         if self.pushed:
-            pushed, self.pushed = self.pushed, {}
-            await self.redis.hset(self.keys.alone, mapping={k: v for k, v in pushed.items()})
+            pushed, self.pushed = self.pushed, []
+            await self.redis.hset(self.keys.alone, mapping={k: p for k, p in pushed})
 
-    def settle(self, alone: dict[bytes, bytes]) -> None:
+    def settle(self, alone: list[bytes]) -> None:
         """Each host alone is this worker's if it owns the host's own partition (and
-        reads it); otherwise what is queued of it here moves to that partition. The
-        owner pauses it as it asked and, after a 429, learns its rate."""
+        reads it); otherwise what is queued of it here moves to that partition."""
         sched = self.sched
         assert sched is not None
-        for raw, said in alone.items():
+        for raw in alone:
             key = raw.decode()
             base = partition_of(key, self.partitions)
             mine = base in self.owned and base not in self.releasing
@@ -469,8 +440,7 @@ class _Session:
                 host = sched.hosts.get(key)
                 if host is not None:
                     host.away = False  # an earlier owner's again
-                pause, too_many = _pushed_back(said)
-                sched.own(key, pause, too_many=too_many)
+                sched.own(key)
             else:
                 queued, _allowed = sched.disown(key)
                 for work in queued:
@@ -601,8 +571,7 @@ class _Session:
         if there are none, waits for one (a quarter of a second at most)."""
         queues = [self.keys.queue(p) for p in active]
         reply: list[Any] = await self.read_script(
-            keys=queues,
-            args=[GROUP, self.name, self.entries_for(room), *(self.held_in[p] for p in active)],
+            keys=queues, args=[GROUP, self.name, self.entries_for(room)]
         )
         if reply and reply[0] == -1:
             await self.read_waiting(queues, reply[1:])
@@ -762,20 +731,10 @@ class _Session:
     async def leave(self) -> None:
         """Release the partitions and leave the live workers (their fair shares grow
         at once, instead of after a lease)."""
-        for p in self.owned:
-            await self.release(p, leaving=True)
-        await self.redis.zrem(self.keys.workers, self.name)
-
-    async def release(self, partition: int, *, leaving: bool) -> bool:
-        """Give up ``partition``: while working, once nothing read from it is pending
-        here (see ``_RELEASE``); when ``leaving``, at once."""
         keys = self.keys
-        return bool(
-            await self.release_script(
-                keys=[keys.owners, keys.queue(partition)],
-                args=[self.name, partition, "leaving" if leaving else "", GROUP],
-            )
-        )
+        for p in self.owned:
+            await self.release_script(keys=[keys.owners], args=[self.name, p])
+        await self.redis.zrem(keys.workers, self.name)
 
     # -- the whole session --------------------------------------------------------
 
@@ -852,17 +811,6 @@ class _Session:
                 self.ended = "lost"
                 log.warning("%s: Redis lost: %s", self.name, exc)
             self.stop.set()
-
-
-def _pushed_back(said: bytes) -> tuple[float, bool]:
-    """A value of the ``alone`` hash: the seconds of Retry-After left when it was told
-    (a heartbeat ago at most) and whether it was a 429. One the coordinator rebuilt
-    after Redis was lost says neither (a pause long over by then)."""
-    pause, _, too_many = said.decode().partition(" ")
-    try:
-        return float(pause), too_many == "1"
-    except ValueError:
-        return 0.0, False
 
 
 def _size(record: Record | None) -> int:
