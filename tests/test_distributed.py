@@ -40,7 +40,7 @@ redis = pytest.importorskip(
 )
 
 from surefetch import Client, Limits, Stats  # noqa: E402 - after the skips
-from surefetch._redis_worker import RATE_GATE  # noqa: E402
+from surefetch._redis_worker import _READ, _RECLAIM, RATE_GATE  # noqa: E402
 from surefetch.distributed import (  # noqa: E402
     _ADMIT,
     Distributed,
@@ -856,6 +856,36 @@ async def test_an_entry_is_acknowledged_once_each_of_its_urls_has_a_record_or_mo
     assert list(coordinator.to_ack) == [(2, 0, "5-1", 2), (3, 7, "6-1", 1)]
     assert [r.url for r in written] == [urls[0], urls[2], urls[1]]
     assert (coordinator.outstanding, coordinator.unacked, coordinator.entries) == ({}, 3, {})
+
+
+async def test_a_session_of_an_epoch_gone_reads_nothing_of_the_new_one(
+    redis_server: RedisServer,
+) -> None:
+    """A worker's session still in the epoch before (the job's run before, or before
+    Redis was lost) takes no entry of the new epoch, new or reclaimed: it is told the
+    epoch is over (-2) and the entries stay for the new sessions. (It once read a new
+    run's URLs in the moment before its heartbeat saw the new epoch: the coordinator
+    ignored its records, and another worker fetched them again a lease later.)"""
+    client = redis.Redis.from_url(redis_server.url)
+    meta, queue = "surefetch:{t}:meta", "surefetch:{t}:q:0"
+    try:
+        read, reclaim = client.register_script(_READ), client.register_script(_RECLAIM)
+        await client.hset(meta, "epoch", "new")
+        await client.xgroup_create(queue, "w", id="0", mkstream=True)
+        first = (await client.xadd(queue, {"w": b"one"})).decode()
+        assert await read(keys=[meta, queue], args=["w", "old-session", 8, "old"]) == [-2]
+        assert await client.xpending(queue, "w") == {
+            "pending": 0, "min": None, "max": None, "consumers": [],
+        }  # fmt: skip
+        got = await read(keys=[meta, queue], args=["w", "new-session", 8, "new"])
+        assert got == [1, first.encode(), b"one"]
+        assert await reclaim(keys=[meta, queue], args=["w", "old-session", 0, 8, "old"]) == [-2]
+        pending = await client.xpending_range(queue, "w", "-", "+", 8)
+        assert [p["consumer"] for p in pending] == [b"new-session"]
+        got = await reclaim(keys=[meta, queue], args=["w", "other", 0, 8, "new"])
+        assert got == [first.encode(), b"one", 2]
+    finally:
+        await client.aclose()
 
 
 async def test_the_rate_gate_holds_a_rate_over_many_clients(redis_server: RedisServer) -> None:

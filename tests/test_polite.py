@@ -622,8 +622,8 @@ def test_a_shared_host_has_its_share_until_it_pushes_back() -> None:
         rules=(HostRule("slow.example", rate=5.0), HostRule("one.example", per_host=1))
     )
     sched: Scheduler[int] = Scheduler(policy, 8, clock=clock, share=2)
-    told: list[tuple[str, float]] = []
-    sched.on_throttled = lambda key, pause: told.append((key, pause))
+    told: list[tuple[str, float, bool]] = []
+    sched.on_throttled = lambda key, pause, too_many: told.append((key, pause, too_many))
     free = sched.host("a:80", "a")
     assert free.shared and free.per_host == 4
     # A rate, or a per-host limit that cannot be shared out: one owner from the start.
@@ -638,15 +638,15 @@ def test_a_shared_host_has_its_share_until_it_pushes_back() -> None:
     sched.attempt_done("a:80", kind=None, status=200, latency=0.01)
     sched.attempt_done("a:80", kind=None, status=503, latency=0.01, retry_after=2.0)
     sched.attempt_done("a:80", kind=None, status=429, latency=0.01)
-    assert told == [("a:80", pytest.approx(2.0))]  # once per host
+    assert told == [("a:80", pytest.approx(2.0), False)]  # once per host: a 503 first
     # A host whose circuit opens is told of too.
     for _ in range(5):
         sched.attempt_done("b:80", kind="connect_refused", status=None, latency=0.01)
-    assert told == [("a:80", pytest.approx(2.0))]  # (b was never seen: no host yet)
+    assert len(told) == 1  # (b was never seen: no host yet)
     sched.add("b:80", "b", 9)
     for _ in range(5):
         sched.attempt_done("b:80", kind="connect_refused", status=None, latency=0.01)
-    assert told[1][0] == "b:80"
+    assert told[1][::2] == ("b:80", False)
 
 
 def test_an_owner_learns_the_rate_from_what_every_process_was_allowed() -> None:
@@ -670,7 +670,7 @@ def test_an_owner_learns_the_rate_from_what_every_process_was_allowed() -> None:
     assert queued == list(range(6)) and other.queued == 0 and allowed == 180
     other.add("a:80", "a", 99)
     assert away == [99] and other.queued == 0
-    owner.own("a:80", pause=1.0)
+    owner.own("a:80", pause=1.0, too_many=True)
     host = owner.hosts["a:80"]
     assert not host.shared and host.per_host == 8
     assert host.learned == pytest.approx(0.92 * 120)  # only what it saw, so far
@@ -678,6 +678,33 @@ def test_an_owner_learns_the_rate_from_what_every_process_was_allowed() -> None:
     assert host.learned == pytest.approx(0.92 * 300)
     assert owner.throttled["a:80"].rate == pytest.approx(0.92 * 300)
     assert other.throttled == {}  # it never saw a 429
+
+
+def test_an_owner_after_a_503_learns_no_rate() -> None:
+    """A 503 (or an open circuit) made the host one process's: it goes on at its full
+    per-host limit, adaptive, as it would in one process, not paced at whatever it
+    happened to allow in the last second (which held the demo's hosts at ~12 URLs/s
+    with --workers 2 against ~57 with --workers 1)."""
+    clock = Clock()
+    owner: Scheduler[int] = Scheduler(Politeness(), 8, clock=clock, share=2)
+    told: list[tuple[str, float, bool]] = []
+    owner.on_throttled = lambda key, pause, too_many: told.append((key, pause, too_many))
+    for n in range(6):
+        owner.add("a:80", "a", n)
+    for _ in range(12):
+        owner.attempt_done("a:80", kind=None, status=200, latency=0.001)
+    owner.attempt_done("a:80", kind=None, status=503, latency=0.001)
+    assert told == [("a:80", 0.0, False)]
+    owner.own("a:80", too_many=False)
+    owner.seen_elsewhere("a:80", 15.0)
+    host = owner.hosts["a:80"]
+    assert not host.shared and host.per_host == 8
+    assert host.learned is None and host.pace is None
+    assert owner.throttled["a:80"].rate is None
+    # A 429 later, to the owner, is a rate to learn (what it allowed in the last
+    # second, the others' included).
+    owner.attempt_done("a:80", kind=None, status=429, latency=0.001)
+    assert host.learned == pytest.approx(0.92 * (12 + 15))
 
 
 # -- real runs ------------------------------------------------------------------------

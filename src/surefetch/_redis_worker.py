@@ -136,21 +136,26 @@ for _, p in ipairs(mine) do table.insert(reply, p) end
 return reply
 """
 
-# Read up to ARGV[3] new entries from the streams KEYS (in their order) for consumer
-# ARGV[2] of group ARGV[1], without waiting: returns {stream's index in KEYS, id,
-# payload, ...}, flat, which costs the worker no per-entry work to parse. If there are
-# none, returns {-1, the id of each stream's last entry ('0-0' if empty)...}: any entry
-# added later comes after those (see _Session.read_waiting).
+# Read up to ARGV[3] new entries from the streams KEYS[2..] (in their order) for
+# consumer ARGV[2] of group ARGV[1], without waiting: returns {stream's index in
+# KEYS[2..], id, payload, ...}, flat, which costs the worker no per-entry work to
+# parse. If there are none, returns {-1, the id of each stream's last entry ('0-0' if
+# empty)...}: any entry added later comes after those (see _Session.read_waiting).
+# Returns {-2} if the job's epoch (KEYS[1], the meta hash) is no longer ARGV[4]: a
+# session of the epoch before (of this job's run before, or before Redis was lost)
+# reads nothing of the new one, whose coordinator would ignore its records and which
+# another worker would fetch again once the entries' lease ran out.
 _READ = """
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[4] then return {-2} end
 local left = tonumber(ARGV[3])
 local out = {}
-for k = 1, #KEYS do
+for k = 2, #KEYS do
   if left <= 0 then break end
   local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', left,
     'STREAMS', KEYS[k], '>')
   if got then
     for _, e in ipairs(got[1][2]) do
-      table.insert(out, k)
+      table.insert(out, k - 1)
       table.insert(out, e[1])
       table.insert(out, e[2][2])
     end
@@ -159,9 +164,9 @@ for k = 1, #KEYS do
 end
 if #out == 0 then
   out[1] = -1
-  for k = 1, #KEYS do
+  for k = 2, #KEYS do
     local last = redis.call('XREVRANGE', KEYS[k], '+', '-', 'COUNT', 1)[1]
-    out[k + 1] = last and last[1] or '0-0'
+    out[k] = last and last[1] or '0-0'
   end
 end
 return out
@@ -177,14 +182,16 @@ end
 return 0
 """
 
-# Reclaim entries of other consumers idle >= ARGV[3] ms (at most ARGV[4]): returns
-# {id, payload, deliveries} triples (deliveries counts this one).
+# Reclaim entries of stream KEYS[2] of other consumers idle >= ARGV[3] ms (at most
+# ARGV[4]): returns {id, payload, deliveries} triples (deliveries counts this one), or
+# {-2} if the job's epoch (KEYS[1]) is no longer ARGV[5] (see _READ).
 _RECLAIM = """
-local pending = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', ARGV[4])
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[5] then return {-2} end
+local pending = redis.call('XPENDING', KEYS[2], ARGV[1], 'IDLE', ARGV[3], '-', '+', ARGV[4])
 local out = {}
 for _, e in ipairs(pending) do
   if e[2] ~= ARGV[2] then
-    local got = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], e[1])
+    local got = redis.call('XCLAIM', KEYS[2], ARGV[1], ARGV[2], ARGV[3], e[1])
     local entry = got[1]
     if type(entry) == 'table' and type(entry[2]) == 'table' then
       table.insert(out, e[1])
@@ -346,8 +353,9 @@ class _Session:
     room: asyncio.Event = field(default_factory=asyncio.Event)
     #: Why the session ends: "" (asked to stop or the job stopped), "epoch", "lost".
     ended: str = ""
-    #: Shared hosts that pushed back here, to tell (key, seconds of pause left).
-    pushed: list[tuple[str, float]] = field(default_factory=list)
+    #: Shared hosts that pushed back here, to tell: key -> "pause too_many" (see
+    #: :meth:`throttled`).
+    pushed: dict[str, str] = field(default_factory=dict)
     #: Hosts alone (one owner): True where this worker owns it, False where another.
     alone: dict[str, bool] = field(default_factory=dict)
     #: Entries held here of hosts another worker owns: to move to that one's partition.
@@ -409,27 +417,29 @@ class _Session:
         await self.renew_entries()
         if self.config.share > 1:
             await self.tell_pushed()
-            alone: list[Any] = await self.redis.hkeys(keys.alone)
+            alone: dict[Any, Any] = await self.redis.hgetall(keys.alone)  # bytes: bytes
             self.settle(alone)
         return True
 
     # -- shared hosts (config.share > 1) -------------------------------------------
 
-    def throttled(self, key: str, pause: float) -> None:
-        """The scheduler's word that shared host ``key`` pushed back here first."""
-        self.pushed.append((key, pause))
+    def throttled(self, key: str, pause: float, too_many: bool) -> None:
+        """The scheduler's word that shared host ``key`` pushed back here first: the
+        seconds of its Retry-After left, and whether it was a 429 (for its owner)."""
+        self.pushed[key] = f"{pause:.3f} {int(too_many)}"
 
     async def tell_pushed(self) -> None:
         if self.pushed:
-            pushed, self.pushed = self.pushed, []
-            await self.redis.hset(self.keys.alone, mapping={k: p for k, p in pushed})
+            pushed, self.pushed = self.pushed, {}
+            await self.redis.hset(self.keys.alone, mapping={k: v for k, v in pushed.items()})
 
-    def settle(self, alone: list[bytes]) -> None:
+    def settle(self, alone: dict[bytes, bytes]) -> None:
         """Each host alone is this worker's if it owns the host's own partition (and
-        reads it); otherwise what is queued of it here moves to that partition."""
+        reads it); otherwise what is queued of it here moves to that partition. The
+        owner pauses it as it asked and, after a 429, learns its rate."""
         sched = self.sched
         assert sched is not None
-        for raw in alone:
+        for raw, said in alone.items():
             key = raw.decode()
             base = partition_of(key, self.partitions)
             mine = base in self.owned and base not in self.releasing
@@ -440,7 +450,8 @@ class _Session:
                 host = sched.hosts.get(key)
                 if host is not None:
                     host.away = False  # an earlier owner's again
-                sched.own(key)
+                pause, too_many = _pushed_back(said)
+                sched.own(key, pause, too_many=too_many)
             else:
                 queued, _allowed = sched.disown(key)
                 for work in queued:
@@ -571,8 +582,12 @@ class _Session:
         if there are none, waits for one (a quarter of a second at most)."""
         queues = [self.keys.queue(p) for p in active]
         reply: list[Any] = await self.read_script(
-            keys=queues, args=[GROUP, self.name, self.entries_for(room)]
+            keys=[self.keys.meta, *queues],
+            args=[GROUP, self.name, self.entries_for(room), self.epoch],
         )
+        if reply and reply[0] == -2:
+            self.epoch_over()
+            return []
         if reply and reply[0] == -1:
             await self.read_waiting(queues, reply[1:])
             return []
@@ -580,6 +595,12 @@ class _Session:
         for i in range(0, len(reply), 3):
             batch += self.hold(active[int(reply[i]) - 1], reply[i + 1].decode(), reply[i + 2])
         return batch
+
+    def epoch_over(self) -> None:
+        """A read found the job in another epoch: this session ends (what it has in
+        flight finishes; its records are of an epoch gone, see ``_READ``)."""
+        self.ended = "epoch"
+        self.stop.set()
 
     async def read_waiting(self, queues: list[str], last: list[bytes]) -> None:
         """Wait until an entry comes after ``last`` (each stream's last entry id) in one
@@ -597,9 +618,12 @@ class _Session:
         batch: list[Item] = []
         for p in active:
             reply = await self.reclaim(
-                keys=[self.keys.queue(p)],
-                args=[GROUP, self.name, self.lease_ms, self.entries_for(room)],
+                keys=[self.keys.meta, self.keys.queue(p)],
+                args=[GROUP, self.name, self.lease_ms, self.entries_for(room), self.epoch],
             )
+            if reply and reply[0] == -2:
+                self.epoch_over()
+                break
             for i in range(0, len(reply), 3):
                 entry, payload, deliveries = reply[i].decode(), reply[i + 1], int(reply[i + 2])
                 leases = self.hold_leases(p, entry, decode_works(payload))
@@ -811,6 +835,19 @@ class _Session:
                 self.ended = "lost"
                 log.warning("%s: Redis lost: %s", self.name, exc)
             self.stop.set()
+
+
+def _pushed_back(said: bytes) -> tuple[float, bool]:
+    """A value of the ``alone`` hash: the seconds of Retry-After left when it was told
+    and whether it was a 429. Its first owner reads it a heartbeat later; a later one
+    (the partition moved) pauses the host once more for at most that long, the cost of
+    a value without a clock. One the coordinator rebuilt after Redis was lost says
+    neither (a pause long over by then)."""
+    pause, _, too_many = said.decode().partition(" ")
+    try:
+        return float(pause), too_many == "1"
+    except ValueError:
+        return 0.0, False
 
 
 def _size(record: Record | None) -> int:

@@ -81,11 +81,13 @@ class Batch(msgspec.Struct, tag=True):
 
 class Own(msgspec.Struct, tag=True):
     """Host ``key`` has one owner from now on: this worker (``owner``) or another;
-    ``pause``: seconds left of the Retry-After it sent the worker it pushed back on."""
+    ``pause``: seconds left of the Retry-After it sent the worker it pushed back on;
+    ``too_many``: it said so with a 429 (the owner learns its rate)."""
 
     key: str
     owner: bool
     pause: float
+    too_many: bool
 
 
 class Seen(msgspec.Struct, tag=True):
@@ -112,10 +114,12 @@ class Records(msgspec.Struct, tag=True):
 
 class Throttled(msgspec.Struct, tag=True):
     """A shared host pushed back (a 429 or 503) or its circuit opened, here first: it
-    needs one owner. ``pause``: seconds left of its Retry-After."""
+    needs one owner. ``pause``: seconds left of its Retry-After; ``too_many``: a 429
+    (not only a 503 or connect failures)."""
 
     key: str
     pause: float
+    too_many: bool
 
 
 class Handback(msgspec.Struct, tag=True):

@@ -98,8 +98,8 @@ async def _main(config: Config, reader: asyncio.StreamReader, writer: asyncio.St
     # Hosts another worker owns now: their URLs go back to the main process, for it.
     away: dict[str, list[WireItem]] = {}
 
-    def throttled(key: str, pause: float) -> None:
-        writer.write(frame(Throttled(key, pause)))  # once per host at most
+    def throttled(key: str, pause: float, too_many: bool) -> None:
+        writer.write(frame(Throttled(key, pause, too_many)))  # once per host at most
 
     def give_back(key: str, work: tuple[Item, URL]) -> None:
         away.setdefault(key, []).append(wire_item(work[0]))
@@ -118,7 +118,7 @@ async def _main(config: Config, reader: asyncio.StreamReader, writer: asyncio.St
                 )
             elif isinstance(message, Own):
                 if message.owner:
-                    sched.own(message.key, message.pause)
+                    sched.own(message.key, message.pause, too_many=message.too_many)
                 else:
                     queued, allowed = sched.disown(message.key)
                     for work in queued:

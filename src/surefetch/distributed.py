@@ -564,7 +564,7 @@ class _Coordinator:
             },
         )
         if self.alone:
-            pipe.hset(keys.alone, mapping=dict.fromkeys(self.alone, 1))
+            pipe.hset(keys.alone, mapping=dict.fromkeys(self.alone, "0 0"))
         await pipe.execute()
         self.unsent = deque(sorted(self.outstanding))
         self.entries.clear()

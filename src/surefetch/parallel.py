@@ -231,7 +231,7 @@ async def run_parallel(
                 return
             o = owners[key] = owner(key)
             for k in range(workers):
-                await tell(k, frame(Own(key, k == o, message.pause)))
+                await tell(k, frame(Own(key, k == o, message.pause, message.too_many)))
 
         async def handed_back(k: int, message: Handback) -> None:
             n = len(message.items)

@@ -306,6 +306,9 @@ class _Host(Generic[T]):
     #: The owner has been told that this host pushed back (or its circuit opened).
     reported: bool = False
     owned_at: float = -math.inf
+    #: Owned after a 429: the rate it allows is learned from what every process was
+    #: allowed (a 503 or an open circuit says nothing of a rate).
+    owned_for_rate: bool = False
     #: Pacing (GCRA): requests go no earlier than ``tat - tolerance``, each moving
     #: ``tat`` (the theoretical arrival time) on by ``interval`` (1 / pace).
     pace: float | None = None
@@ -418,8 +421,8 @@ class Scheduler(Generic[T]):
         #: Called with (host name, work) for work given up because its host is down.
         self.on_given_up: Callable[[str, T], None] | None = None
         #: Called once per shared host, when it first pushes back or its circuit opens,
-        #: with (key, seconds of its pause left).
-        self.on_throttled: Callable[[str, float], None] | None = None
+        #: with (key, seconds of its pause left, whether it said "too many" (a 429)).
+        self.on_throttled: Callable[[str, float, bool], None] | None = None
         #: Called with (key, work) for work added for a host another process owns.
         self.on_away: Callable[[str, T], None] | None = None
         #: Called when :meth:`own` or :meth:`disown` changed what may be sent.
@@ -489,11 +492,14 @@ class Scheduler(Generic[T]):
 
     # -- owners (share > 1) --------------------------------------------------------
 
-    def own(self, key: str, pause: float = 0.0) -> None:
+    def own(self, key: str, pause: float = 0.0, *, too_many: bool = False) -> None:
         """This process fetches host ``key`` alone from now on, with its full per-host
-        limit; ``pause``: seconds of the Retry-After it sent elsewhere. If the host is
-        not paced yet, its rate is learned from what it allowed here in the last second;
-        :meth:`seen_elsewhere` then adds what it allowed the other processes."""
+        limit; ``pause``: seconds of the Retry-After it sent elsewhere. If it said "too
+        many" (a 429, ``too_many``) and is not paced yet, its rate is learned from what
+        it allowed here in the last second; :meth:`seen_elsewhere` then adds what it
+        allowed the other processes. After a 503 or an open circuit it goes on at its
+        concurrency limit, as one process would (a 503 cuts that, and says nothing of
+        a rate)."""
         host = self.host(key, _name(key))
         host.reported = True
         now = self.clock()
@@ -504,9 +510,10 @@ class Scheduler(Generic[T]):
         if host.shared:
             host.shared = False
             host.owned_at = now
+            host.owned_for_rate = too_many
             host.per_host = host.full_per_host
             allowed = self._allowed(host, now)
-            if host.learned is None and self.policy.adaptive and allowed >= 1.0:
+            if too_many and host.learned is None and self.policy.adaptive and allowed >= 1.0:
                 self._learn(host, allowed, now)
         self._set_pace(host)
         self._list(host)
@@ -521,8 +528,8 @@ class Scheduler(Generic[T]):
         if host is None or now - host.owned_at > 1.0 or allowed < 1.0:
             return
         host.ok_cur += round(allowed)  # so that the last second counts them
-        if not self.policy.adaptive:
-            return
+        if not self.policy.adaptive or not (host.owned_for_rate or host.learned is not None):
+            return  # no rate to learn: a 503 or an open circuit made it ours
         if host.learned is None:
             self._learn(host, self._allowed(host, now), now)
         else:
@@ -752,7 +759,8 @@ class Scheduler(Generic[T]):
     def _report(self, host: _Host[T], now: float) -> None:
         host.reported = True
         if self.on_throttled is not None:
-            self.on_throttled(host.key, max(0.0, host.paused_until - now))
+            too_many = host.throttle is not None and host.throttle.too_many > 0
+            self.on_throttled(host.key, max(0.0, host.paused_until - now), too_many)
 
     def _allowed(self, host: _Host[T], now: float) -> float:
         """The answers the host allowed in the last second (the current quarter, the
