@@ -46,12 +46,35 @@ def _start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
     )
     deadline = time.monotonic() + 10
     while True:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as s:
-            s.sendall(b"PING\r\n")
-            if s.recv(16).startswith(b"+PONG"):
+        with contextlib.suppress(OSError):
+            if _ask(port, "PING") == b"+PONG":
                 return proc, f"redis://127.0.0.1:{port}/0"
         if proc.poll() is not None or time.monotonic() > deadline:
             sys.exit("redis-server did not start")
+        time.sleep(0.05)
+
+
+def _ask(port: int, command: str) -> bytes:
+    """The first line of Redis's answer to an inline ``command`` (no reply parser
+    needed for a PING or a count)."""
+    with socket.create_connection(("127.0.0.1", port), 1) as sock:
+        sock.sendall(command.encode() + b"\r\n")
+        return sock.recv(64).split(b"\r\n", 1)[0]
+
+
+def _wait_for_workers(url: str, workers: list[subprocess.Popen[bytes]], folder: Path) -> None:
+    """Wait until every worker says it is there, so that the job's hosts are shared
+    out among all of them from its start (the coordinator sizes the shares by the
+    workers present when it starts)."""
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    deadline = time.monotonic() + 30
+    while int(_ask(port, "ZCARD surefetch:{demo}:workers")[1:]) < len(workers):
+        for k, worker in enumerate(workers):
+            if worker.poll() is not None:
+                last = (folder / f"worker{k}.log").read_text().strip().splitlines()[-1:]
+                sys.exit(f"worker {k + 1} ended: {last[0] if last else '(no output)'}")
+        if time.monotonic() > deadline:
+            sys.exit(f"the {len(workers)} workers did not start in 30 s")
         time.sleep(0.05)
 
 
@@ -95,6 +118,7 @@ def main() -> None:
             print(f"demo servers: {', '.join(bases)}; {len(urls)} input lines")
             workers = _start_workers(url, folder, stack)
             procs += workers
+            _wait_for_workers(url, workers, folder)
             print(f"{_WORKERS} workers started; the coordinator:")
             code = _coordinate(url, listing, output)
             for k, worker in enumerate(workers):

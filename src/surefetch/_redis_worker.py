@@ -136,50 +136,78 @@ for _, p in ipairs(mine) do table.insert(reply, p) end
 return reply
 """
 
-# Read up to ARGV[3] new entries from the streams KEYS[2..] (in their order) for
-# consumer ARGV[2] of group ARGV[1], without waiting: returns {stream's index in
-# KEYS[2..], id, payload, ...}, flat, which costs the worker no per-entry work to
-# parse. If there are none, returns {-1, the id of each stream's last entry ('0-0' if
-# empty)...}: any entry added later comes after those (see _Session.read_waiting).
-# Returns {-2} if the job's epoch (KEYS[1], the meta hash) is no longer ARGV[4]: a
-# session of the epoch before (of this job's run before, or before Redis was lost)
-# reads nothing of the new one, whose coordinator would ignore its records and which
-# another worker would fetch again once the entries' lease ran out.
+# Read up to ARGV[3] new entries from the streams KEYS[2..] for consumer ARGV[2] of
+# group ARGV[1], without waiting, one at a time, each from the stream whose partition
+# the worker holds the fewest URLs of (ARGV[4 + k] for KEYS[1 + k], plus what this call
+# read; ties go to the first): a slow host, whose URLs stay held, cannot take up the
+# credit that the others' URLs need. (An entry is a msgpack array of Works, whose
+# header gives their count.) Returns {stream's index in KEYS[2..], id, payload, ...},
+# flat, which costs the worker no per-entry work to parse. If there are none, returns
+# {-1, the id of each stream's last entry ('0-0' if empty)...}: any entry added later
+# comes after those (see _Session.read_waiting). Returns {-2} if the job's epoch
+# (KEYS[1], the meta hash) is no longer ARGV[4]: a session of the epoch before (of
+# this job's run before, or before Redis was lost) reads nothing of the new one, whose
+# coordinator would ignore its records and which another worker would fetch again
+# once the entries' lease ran out.
 _READ = """
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[4] then return {-2} end
+local function works(payload)
+  local b = string.byte(payload, 1)
+  if b >= 0x90 and b <= 0x9f then return b - 0x90 end
+  local n = 0
+  for i = 2, (b == 0xdc and 3 or 5) do n = n * 256 + string.byte(payload, i) end
+  return n
+end
+local streams = #KEYS - 1
 local left = tonumber(ARGV[3])
+local held, open = {}, {}
+for k = 1, streams do
+  held[k] = tonumber(ARGV[4 + k])
+  open[k] = true
+end
 local out = {}
-for k = 2, #KEYS do
-  if left <= 0 then break end
-  local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', left,
-    'STREAMS', KEYS[k], '>')
+while left > 0 do
+  local best = nil
+  for k = 1, streams do
+    if open[k] and (best == nil or held[k] < held[best]) then best = k end
+  end
+  if best == nil then break end
+  local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1,
+    'STREAMS', KEYS[1 + best], '>')
   if got then
-    for _, e in ipairs(got[1][2]) do
-      table.insert(out, k - 1)
-      table.insert(out, e[1])
-      table.insert(out, e[2][2])
-    end
-    left = left - #got[1][2]
+    local e = got[1][2][1]
+    table.insert(out, best)
+    table.insert(out, e[1])
+    table.insert(out, e[2][2])
+    held[best] = held[best] + works(e[2][2])
+    left = left - 1
+  else
+    open[best] = false
   end
 end
 if #out == 0 then
   out[1] = -1
-  for k = 2, #KEYS do
-    local last = redis.call('XREVRANGE', KEYS[k], '+', '-', 'COUNT', 1)[1]
-    out[k] = last and last[1] or '0-0'
+  for k = 1, streams do
+    local last = redis.call('XREVRANGE', KEYS[1 + k], '+', '-', 'COUNT', 1)[1]
+    out[k + 1] = last and last[1] or '0-0'
   end
 end
 return out
 """
 
-# Release partition ARGV[2] if ARGV[1] owns it.
+# Release partition ARGV[2] if ARGV[1] owns it and, unless ARGV[3] is "leaving", no
+# entry of its stream KEYS[2] is pending for it (group ARGV[4]): an entry whose records
+# were sent is acknowledged only once they are durable, and meanwhile a new owner
+# would reclaim it once idle for a lease, and fetch its URLs again.
 _RELEASE = """
 local v = redis.call('HGET', KEYS[1], ARGV[2])
-if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then
-  redis.call('HDEL', KEYS[1], ARGV[2])
-  return 1
+if not (v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. ' ') then return 0 end
+if ARGV[3] ~= 'leaving' and
+    #redis.call('XPENDING', KEYS[2], ARGV[4], '-', '+', 1, ARGV[1]) > 0 then
+  return 0
 end
-return 0
+redis.call('HDEL', KEYS[1], ARGV[2])
+return 1
 """
 
 # Reclaim entries of stream KEYS[2] of other consumers idle >= ARGV[3] ms (at most
@@ -409,8 +437,7 @@ class _Session:
         while extra > len(self.releasing) and keep:
             self.releasing.add(keep.pop(0))
         for p in sorted(self.releasing):
-            if not self.held_in[p]:
-                await self.release_script(keys=[keys.owners], args=[self.name, p])
+            if not self.held_in[p] and await self.release(p, leaving=False):
                 self.releasing.discard(p)
                 owned.remove(p)
         self.owned = owned
@@ -583,7 +610,13 @@ class _Session:
         queues = [self.keys.queue(p) for p in active]
         reply: list[Any] = await self.read_script(
             keys=[self.keys.meta, *queues],
-            args=[GROUP, self.name, self.entries_for(room), self.epoch],
+            args=[
+                GROUP,
+                self.name,
+                self.entries_for(room),
+                self.epoch,
+                *(self.held_in[p] for p in active),
+            ],
         )
         if reply and reply[0] == -2:
             self.epoch_over()
@@ -755,10 +788,20 @@ class _Session:
     async def leave(self) -> None:
         """Release the partitions and leave the live workers (their fair shares grow
         at once, instead of after a lease)."""
-        keys = self.keys
         for p in self.owned:
-            await self.release_script(keys=[keys.owners], args=[self.name, p])
-        await self.redis.zrem(keys.workers, self.name)
+            await self.release(p, leaving=True)
+        await self.redis.zrem(self.keys.workers, self.name)
+
+    async def release(self, partition: int, *, leaving: bool) -> bool:
+        """Give up ``partition``: while working, once nothing read from it is pending
+        here (see ``_RELEASE``); when ``leaving``, at once."""
+        keys = self.keys
+        return bool(
+            await self.release_script(
+                keys=[keys.owners, keys.queue(partition)],
+                args=[self.name, partition, "leaving" if leaving else "", GROUP],
+            )
+        )
 
     # -- the whole session --------------------------------------------------------
 

@@ -57,7 +57,7 @@ from .sources import InputError, Item, ItemBatches
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["Admission", "RecordStream", "Stats", "admitted", "batches", "run"]
+__all__ = ["Admission", "RecordStream", "Stats", "admitted", "backlog_for", "batches", "run"]
 
 log = logging.getLogger("surefetch.engine")
 
@@ -183,6 +183,13 @@ async def admitted(
             yield out
 
 
+def backlog_for(concurrency: int) -> int:
+    """URLs an engine of ``concurrency`` connections holds ready by default: enough
+    that every host's slots stay busy while some of its URLs wait (slow answers,
+    backoffs, a host paused)."""
+    return max(1024, 16 * concurrency)
+
+
 async def run(
     client: Client,
     items: Iterable[str | Item] | AsyncIterable[str | Item] | ItemBatches,
@@ -223,7 +230,7 @@ async def run(
     URLs read before it are fetched and emitted, then it is raised as it is.
     """
     limits = client.limits
-    backlog_cap = max_backlog or max(1024, 16 * limits.concurrency)
+    backlog_cap = max_backlog or backlog_for(limits.concurrency)
     held_cap = 64 * backlog_cap
     stats = stats if stats is not None else Stats()
     if dedupe and seen is None:
