@@ -59,7 +59,7 @@ from ._wire import (
     wire_item,
 )
 from .client import Client
-from .engine import Emit, Stats, admitted
+from .engine import Emit, Stats, admitted, backlog_for
 from .errors import SurefetchError
 from .polite import Politeness, Throttle
 from .sources import InputError, Item, ItemBatches
@@ -160,8 +160,14 @@ async def run_parallel(
     owners: dict[str, int] = {}
     # What each worker last said of the hosts that pushed back.
     views: list[dict[str, Throttle]] = [{} for _ in range(workers)]
-    credit = 4 * max(1, client.limits.concurrency // workers) + 2 * _BATCH
-    slack = max(_BATCH, credit // 8)
+    # What a worker holds (sent, no record back yet): what one engine holds ready, so
+    # that URLs of a host that waits (slow, paced, backing off) leave room for the
+    # others' (at 4 x its connections + 128 the demo's host-sorted input took 36 s with
+    # two workers against 20 s with one). The slack of a shared host's affinity stays
+    # a few batches: more, and a small input of one host would all go to one worker.
+    per_worker = max(1, client.limits.concurrency // workers)
+    credit = backlog_for(per_worker)
+    slack = max(_BATCH, per_worker // 2)
     outstanding = [0] * workers
     batches_out: list[list[WireItem]] = [[] for _ in range(workers)]
     room = asyncio.Event()
