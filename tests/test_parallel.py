@@ -171,6 +171,51 @@ async def test_a_host_is_shared_until_it_pushes_back_then_owned(tmp_path: Path) 
     assert [(h["host"], h["429s"]) for h in throttled] == [(f"127.0.0.1:{port}", 2)]
 
 
+async def test_a_host_that_waits_does_not_stop_the_others(tmp_path: Path) -> None:
+    """--workers 2, --per-host 1: 400 URLs of a host that answers nothing yet, then
+    200 of another. The second host's are all fetched while the first still holds its
+    one request: the main process does not stop reading the input once the first
+    host's worker has some hundred URLs waiting (until 2026-12-03 it stopped at 256,
+    and this run hung until the first host answered)."""
+    release = asyncio.Event()
+    fast_hits: list[str] = []
+
+    async def slow(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="slow")
+
+    async def fast(request: web.Request) -> web.Response:
+        fast_hits.append(request.path)
+        return web.Response(text="fast")
+
+    app = web.Application()
+    app.router.add_get("/slow/{n}", slow)
+    app.router.add_get("/fast/{n}", fast)
+    runner, port = await start_app(app, HOSTS[:2])
+    try:
+        urls = [f"http://{HOSTS[0]}:{port}/slow/{i}" for i in range(400)]
+        urls += [f"http://{HOSTS[1]}:{port}/fast/{i}" for i in range(200)]
+        src = write_lines(tmp_path / "in.txt", urls)
+        out = tmp_path / "out.jsonl"
+        proc = await spawn(
+            "fetch", str(src), "-o", str(out), "--workers", "2", "--per-host", "1",
+            "--timeout", "60",
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while len(fast_hits) < 200:
+            assert time.monotonic() < deadline, f"{len(fast_hits)} of 200 fetched"
+            await asyncio.sleep(0.05)
+        release.set()
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+    finally:
+        release.set()
+        await runner.cleanup()
+    recs = records(out)
+    assert sorted(r["url"] for r in recs) == sorted(urls)
+    assert all(r["ok"] for r in recs)
+
+
 @pytest.mark.parametrize(
     ("args", "count"),
     [
