@@ -13,6 +13,7 @@ import psutil
 import pytest
 from aiohttp import web
 
+from surefetch._fingerprint import fingerprint
 from surefetch._spawn import _workers_asked
 
 from .conftest import HOSTS, Server, start_app
@@ -172,11 +173,12 @@ async def test_a_host_is_shared_until_it_pushes_back_then_owned(tmp_path: Path) 
 
 
 async def test_a_host_that_waits_does_not_stop_the_others(tmp_path: Path) -> None:
-    """--workers 2, --per-host 1: 400 URLs of a host that answers nothing yet, then
-    200 of another. The second host's are all fetched while the first still holds its
-    one request: the main process does not stop reading the input once the first
-    host's worker has some hundred URLs waiting (until 2026-12-03 it stopped at 256,
-    and this run hung until the first host answered)."""
+    """--workers 2, --per-host 1 (each host owned by one worker): 1,500 URLs of a host
+    that answers nothing yet, more than its worker may hold (1,024), then 200 of a host
+    the other worker owns. Those 200 are all fetched while the first host still holds
+    its one request: the main process keeps the first host's extra URLs aside and goes
+    on reading the input (until 2026-12-03 it stopped once a worker held 256, and this
+    run hung until the first host answered)."""
     release = asyncio.Event()
     fast_hits: list[str] = []
 
@@ -188,13 +190,23 @@ async def test_a_host_that_waits_does_not_stop_the_others(tmp_path: Path) -> Non
         fast_hits.append(request.path)
         return web.Response(text="fast")
 
-    app = web.Application()
-    app.router.add_get("/slow/{n}", slow)
-    app.router.add_get("/fast/{n}", fast)
-    runner, port = await start_app(app, HOSTS[:2])
+    def site() -> web.Application:
+        app = web.Application()
+        app.router.add_get("/slow/{n}", slow)
+        app.router.add_get("/fast/{n}", fast)
+        return app
+
+    for _ in range(8):  # until two of the hosts have different owners (by hash)
+        runner, port = await start_app(site(), HOSTS)
+        by_owner = {fingerprint(f"{h}:{port}") % 2: h for h in HOSTS}
+        if len(by_owner) == 2:
+            break
+        await runner.cleanup()
+    else:
+        pytest.fail("no two hosts with different owners in 8 ports")
     try:
-        urls = [f"http://{HOSTS[0]}:{port}/slow/{i}" for i in range(400)]
-        urls += [f"http://{HOSTS[1]}:{port}/fast/{i}" for i in range(200)]
+        urls = [f"http://{by_owner[0]}:{port}/slow/{i}" for i in range(1500)]
+        urls += [f"http://{by_owner[1]}:{port}/fast/{i}" for i in range(200)]
         src = write_lines(tmp_path / "in.txt", urls)
         out = tmp_path / "out.jsonl"
         proc = await spawn(

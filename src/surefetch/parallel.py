@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import asdict, replace
 
@@ -68,6 +69,9 @@ __all__ = ["WorkerError", "run_parallel"]
 
 #: URLs per message to a worker, and the longest a URL waits to be sent.
 _BATCH = 64
+#: URLs kept aside for workers that hold their credit, in credits (as one engine keeps
+#: 64 backlogs of a busy host's URLs aside).
+_ASIDE = 64
 _LINGER = 0.02
 
 
@@ -169,6 +173,7 @@ async def run_parallel(
     credit = backlog_for(per_worker)
     slack = max(_BATCH, per_worker // 2)
     outstanding = [0] * workers
+    aside = _Aside(workers, _ASIDE * credit)
     batches_out: list[list[WireItem]] = [[] for _ in range(workers)]
     room = asyncio.Event()
     bad_input: list[InputError] = []  # raised once what came before it is fetched
@@ -215,14 +220,26 @@ async def run_parallel(
                                 k = owners[host] = owner(host)
                         if k < 0:
                             k = _nearest(owner(host), outstanding, slack)
-                    while outstanding[k] >= credit:
-                        room.clear()
-                        await room.wait()
-                    outstanding[k] += 1
                     stats.in_flight += 1
+                    if outstanding[k] >= credit or aside.holds(k):
+                        aside.add(k, wire_item(item))
+                        while aside.full():
+                            room.clear()
+                            await room.wait()
+                        continue
+                    outstanding[k] += 1
                     batches_out[k].append(wire_item(item))
                     if len(batches_out[k]) >= _BATCH:
                         await send(k)
+
+        async def refill(k: int) -> None:
+            """Worker ``k`` sent records back: what waits aside for it goes, up to its credit."""
+            moved = aside.take(k, credit - outstanding[k])
+            if moved:
+                outstanding[k] += len(moved)
+                batches_out[k].extend(moved)
+                if len(batches_out[k]) >= _BATCH:
+                    await send(k)
 
         async def linger() -> None:
             while True:
@@ -279,6 +296,7 @@ async def run_parallel(
                         await emit(record)
                     outstanding[k] -= len(message.records)
                     stats.in_flight -= len(message.records)
+                    await refill(k)
                     room.set()
                 elif isinstance(message, Throttled):
                     await hand_over(message)
@@ -304,12 +322,13 @@ async def run_parallel(
                 feeder.cancel()
                 await asyncio.wait((feeder,))
             else:
-                # All the input is out; URLs may still move to a host's new owner
-                # until none is outstanding. A stop asked for meanwhile still reaches
-                # the workers, so that they start nothing new.
+                # All the input is read; URLs may still wait aside for their worker,
+                # and move to a host's new owner until none is outstanding. A stop
+                # asked for meanwhile still reaches the workers, so that they start
+                # nothing new.
                 for k in range(workers):
                     await send(k)
-                while share > 1 and any(outstanding) and not halt.done():
+                while (aside.count or (share > 1 and any(outstanding))) and not halt.done():
                     room.clear()
                     waiter = asyncio.ensure_future(room.wait())
                     await asyncio.wait(
@@ -321,6 +340,9 @@ async def run_parallel(
                 finishing = not halt.done()
             ticker.cancel()
             ended = True
+            left = aside.clear()  # none, unless asked to stop (or a worker died)
+            stats.abandoned += left
+            stats.in_flight -= left
             for k in range(workers):
                 if finishing:
                     await send(k)
@@ -338,6 +360,41 @@ async def run_parallel(
     if bad_input:
         raise bad_input[0]
     return stats
+
+
+class _Aside:
+    """URLs for workers that hold their credit's worth, kept here in order and sent as
+    those workers' records come back: the input goes on being read for the others, as
+    one engine keeps the URLs of a busy host aside. ``cap`` over all workers at most
+    (then reading waits)."""
+
+    def __init__(self, workers: int, cap: int) -> None:
+        self.queues: list[deque[WireItem]] = [deque() for _ in range(workers)]
+        self.count = 0
+        self.cap = cap
+
+    def holds(self, k: int) -> bool:
+        return bool(self.queues[k])
+
+    def full(self) -> bool:
+        return self.count >= self.cap
+
+    def add(self, k: int, item: WireItem) -> None:
+        self.queues[k].append(item)
+        self.count += 1
+
+    def take(self, k: int, most: int) -> list[WireItem]:
+        queue = self.queues[k]
+        taken = [queue.popleft() for _ in range(min(most, len(queue)))]
+        self.count -= len(taken)
+        return taken
+
+    def clear(self) -> int:
+        """Drop what waits; returns how many."""
+        n, self.count = self.count, 0
+        for queue in self.queues:
+            queue.clear()
+        return n
 
 
 def _nearest(home: int, outstanding: list[int], slack: int) -> int:
