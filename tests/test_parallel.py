@@ -172,6 +172,59 @@ async def test_a_host_is_shared_until_it_pushes_back_then_owned(tmp_path: Path) 
     assert [(h["host"], h["429s"]) for h in throttled] == [(f"127.0.0.1:{port}", 2)]
 
 
+class TwoHosts:
+    """One server on the loopback addresses, and two of its hosts owned by different
+    workers of --workers 2 (by hash): /slow/N on ``slow`` answers nothing until
+    ``release`` is set; /fast/N on ``fast`` answers at once (its hits counted)."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.fast_hits: list[str] = []
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+        self.slow = self.fast = ""
+
+    def app(self) -> web.Application:
+        async def slow(request: web.Request) -> web.Response:
+            await self.release.wait()
+            return web.Response(text="slow")
+
+        async def fast(request: web.Request) -> web.Response:
+            self.fast_hits.append(request.path)
+            return web.Response(text="fast")
+
+        app = web.Application()
+        app.router.add_get("/slow/{n}", slow)
+        app.router.add_get("/fast/{n}", fast)
+        return app
+
+    async def __aenter__(self) -> TwoHosts:
+        for _ in range(8):  # until two of the hosts have different owners
+            self.runner, self.port = await start_app(self.app(), HOSTS)
+            by_owner = {fingerprint(f"{h}:{self.port}") % 2: h for h in HOSTS}
+            if len(by_owner) == 2:
+                self.slow, self.fast = by_owner[0], by_owner[1]
+                return self
+            await self.runner.cleanup()
+        pytest.fail("no two hosts with different owners in 8 ports")
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release.set()
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+    def urls(self, slow: int, fast: int) -> list[str]:
+        return [f"http://{self.slow}:{self.port}/slow/{i}" for i in range(slow)] + [
+            f"http://{self.fast}:{self.port}/fast/{i}" for i in range(fast)
+        ]
+
+    async def wait_fast(self, count: int) -> None:
+        deadline = time.monotonic() + 20
+        while len(self.fast_hits) < count:
+            assert time.monotonic() < deadline, f"{len(self.fast_hits)} of {count} fetched"
+            await asyncio.sleep(0.05)
+
+
 async def test_a_host_that_waits_does_not_stop_the_others(tmp_path: Path) -> None:
     """--workers 2, --per-host 1 (each host owned by one worker): 1,500 URLs of a host
     that answers nothing yet, more than its worker may hold (1,024), then 200 of a host
@@ -179,52 +232,50 @@ async def test_a_host_that_waits_does_not_stop_the_others(tmp_path: Path) -> Non
     its one request: the main process keeps the first host's extra URLs aside and goes
     on reading the input (until 2026-12-03 it stopped once a worker held 256, and this
     run hung until the first host answered)."""
-    release = asyncio.Event()
-    fast_hits: list[str] = []
-
-    async def slow(request: web.Request) -> web.Response:
-        await release.wait()
-        return web.Response(text="slow")
-
-    async def fast(request: web.Request) -> web.Response:
-        fast_hits.append(request.path)
-        return web.Response(text="fast")
-
-    def site() -> web.Application:
-        app = web.Application()
-        app.router.add_get("/slow/{n}", slow)
-        app.router.add_get("/fast/{n}", fast)
-        return app
-
-    for _ in range(8):  # until two of the hosts have different owners (by hash)
-        runner, port = await start_app(site(), HOSTS)
-        by_owner = {fingerprint(f"{h}:{port}") % 2: h for h in HOSTS}
-        if len(by_owner) == 2:
-            break
-        await runner.cleanup()
-    else:
-        pytest.fail("no two hosts with different owners in 8 ports")
-    try:
-        urls = [f"http://{by_owner[0]}:{port}/slow/{i}" for i in range(1500)]
-        urls += [f"http://{by_owner[1]}:{port}/fast/{i}" for i in range(200)]
+    async with TwoHosts() as site:
+        urls = site.urls(1500, 200)
         src = write_lines(tmp_path / "in.txt", urls)
         out = tmp_path / "out.jsonl"
         proc = await spawn(
             "fetch", str(src), "-o", str(out), "--workers", "2", "--per-host", "1",
             "--timeout", "60",
         )  # fmt: skip
-        deadline = time.monotonic() + 20
-        while len(fast_hits) < 200:
-            assert time.monotonic() < deadline, f"{len(fast_hits)} of 200 fetched"
-            await asyncio.sleep(0.05)
-        release.set()
+        await site.wait_fast(200)
+        site.release.set()
         _, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 0, err.decode()
-    finally:
-        release.set()
-        await runner.cleanup()
     recs = records(out)
     assert sorted(r["url"] for r in recs) == sorted(urls)
+    assert all(r["ok"] for r in recs)
+
+
+async def test_a_stop_with_urls_kept_aside_loses_none(tmp_path: Path) -> None:
+    """Ctrl-C while URLs wait aside for a full worker (the slow host answers its one
+    request in flight just after): the run stops (130) with the records it has and
+    counts every other URL as not fetched (those aside among them), and the same
+    command run again fetches exactly the rest."""
+    async with TwoHosts() as site:
+        urls = site.urls(1500, 200)
+        src = write_lines(tmp_path / "in.txt", urls)
+        out = tmp_path / "out.jsonl"
+        summary = tmp_path / "summary.json"
+        args = ["fetch", str(src), "-o", str(out), "--workers", "2", "--per-host", "1"]
+        args += ["--summary-json", str(summary)]
+        proc = await spawn(*args)
+        await site.wait_fast(200)
+        proc.send_signal(signal.SIGINT)
+        await asyncio.sleep(0.3)
+        site.release.set()  # the request in flight ends; no other may start
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 130, err.decode()
+        first = records(out)
+        slow = [r for r in first if "/slow/" in r["url"]]
+        assert len(first) - len(slow) == 200 and 1 <= len(slow) <= 2, len(slow)
+        assert json.loads(summary.read_text())["input"]["not_fetched"] == 1500 - len(slow)
+        code, _, err = await surefetch(*args)
+        assert code == 0, err
+    recs = records(out)
+    assert sorted(r["url"] for r in recs) == sorted(urls)  # one each: none fetched twice
     assert all(r["ok"] for r in recs)
 
 

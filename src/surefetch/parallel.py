@@ -69,8 +69,8 @@ __all__ = ["WorkerError", "run_parallel"]
 
 #: URLs per message to a worker, and the longest a URL waits to be sent.
 _BATCH = 64
-#: URLs kept aside for workers that hold their credit, in credits (as one engine keeps
-#: 64 backlogs of a busy host's URLs aside).
+#: URLs kept aside for workers that hold their credit, in credits (the engine's cap on
+#: the URLs it keeps aside for hosts that are down, in backlogs).
 _ASIDE = 64
 _LINGER = 0.02
 
@@ -364,9 +364,8 @@ async def run_parallel(
 
 class _Aside:
     """URLs for workers that hold their credit's worth, kept here in order and sent as
-    those workers' records come back: the input goes on being read for the others, as
-    one engine keeps the URLs of a busy host aside. ``cap`` over all workers at most
-    (then reading waits)."""
+    those workers' records come back: the input goes on being read for the others.
+    ``cap`` over all workers at most (then reading waits)."""
 
     def __init__(self, workers: int, cap: int) -> None:
         self.queues: list[deque[WireItem]] = [deque() for _ in range(workers)]
