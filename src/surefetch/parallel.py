@@ -69,10 +69,10 @@ __all__ = ["WorkerError", "run_parallel"]
 
 #: URLs per message to a worker, and the longest a URL waits to be sent.
 _BATCH = 64
+_LINGER = 0.02
 #: URLs kept aside for workers that hold their credit, in credits (the engine's cap on
 #: the URLs it keeps aside for hosts that are down, in backlogs).
 _ASIDE = 64
-_LINGER = 0.02
 
 
 class WorkerError(SurefetchError):
