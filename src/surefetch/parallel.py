@@ -259,11 +259,15 @@ async def run_parallel(
         async def handed_back(k: int, message: Handback) -> None:
             n = len(message.items)
             outstanding[k] -= n
-            room.set()
             if ended:  # stopping: nobody fetches them now, the next run does
+                room.set()
                 stats.in_flight -= n
                 stats.abandoned += n
                 return
+            # Its room may be all it has (nothing of it in flight: no record to come
+            # that would make room): what waits aside for it goes now.
+            await refill(k)
+            room.set()
             o = owners[message.key]
             if message.allowed:
                 await tell(o, frame(Seen(message.key, message.allowed)))
