@@ -40,7 +40,7 @@ redis = pytest.importorskip(
 )
 
 from surefetch import Client, Limits, Stats  # noqa: E402 - after the skips
-from surefetch._redis_worker import _READ, _RECLAIM, RATE_GATE  # noqa: E402
+from surefetch._redis_worker import _READ, _RECLAIM, _RELEASE, RATE_GATE  # noqa: E402
 from surefetch.distributed import (  # noqa: E402
     _ADMIT,
     Distributed,
@@ -886,6 +886,40 @@ async def test_a_session_of_an_epoch_gone_reads_nothing_of_the_new_one(
         assert [p["consumer"] for p in pending] == [b"new-session"]
         got = await reclaim(keys=[meta, queue], args=["w", "other", 0, 8, "new"])
         assert got == [first.encode(), entry, 2]
+    finally:
+        await client.aclose()
+
+
+async def test_a_partition_is_released_only_once_nothing_of_it_is_pending(
+    redis_server: RedisServer,
+) -> None:
+    """A worker gives up a partition only once no entry it read from it is pending (an
+    entry whose records were sent waits for the coordinator's acknowledgement; a new
+    owner would reclaim it once idle for a lease and fetch its URLs again); leaving,
+    it gives it up at once; and never one it does not own."""
+    client = redis.Redis.from_url(redis_server.url)
+    owners, queue = "surefetch:{t}:owners", "surefetch:{t}:q:3"
+    try:
+        release = client.register_script(_RELEASE)
+        await client.xgroup_create(queue, "w", id="0", mkstream=True)
+        entry = await client.xadd(queue, {"w": b"\x91\xc0"})
+        await client.xreadgroup("w", "w1", {queue: ">"})  # pending for w1
+        await client.hset(owners, "3", "w1 99999999999999")
+
+        async def give_up(worker: str, how: str = "") -> int:
+            return int(await release(keys=[owners, queue], args=[worker, 3, how, "w"]))
+
+        assert await give_up("w2") == 0  # not its own
+        assert await give_up("w1") == 0  # an entry of it still pending
+        assert await client.hget(owners, "3") == b"w1 99999999999999"
+        await client.xack(queue, "w", entry)
+        assert await give_up("w1") == 1
+        assert await client.hget(owners, "3") is None
+        await client.hset(owners, "3", "w1 99999999999999")
+        await client.xadd(queue, {"w": b"\x91\xc0"})
+        await client.xreadgroup("w", "w1", {queue: ">"})
+        assert await give_up("w1", "leaving") == 1  # leaving: at once
+        assert await client.hget(owners, "3") is None
     finally:
         await client.aclose()
 
