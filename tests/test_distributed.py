@@ -890,6 +890,27 @@ async def test_a_session_of_an_epoch_gone_reads_nothing_of_the_new_one(
         await client.aclose()
 
 
+async def test_a_read_takes_from_the_partition_held_least(redis_server: RedisServer) -> None:
+    """The read script takes each entry from the partition whose URLs the worker holds
+    the fewest of (counting what it just read, by each entry's msgpack header), so a
+    slow host's URLs held cannot take up the credit the others need."""
+    client = redis.Redis.from_url(redis_server.url)
+    meta, queues = "surefetch:{t}:meta", ["surefetch:{t}:q:0", "surefetch:{t}:q:1"]
+    three = b"\x93\xc0\xc0\xc0"  # an entry of 3 URLs
+    try:
+        read = client.register_script(_READ)
+        await client.hset(meta, "epoch", "e")
+        for queue in queues:
+            await client.xgroup_create(queue, "w", id="0", mkstream=True)
+            for _ in range(3):
+                await client.xadd(queue, {"w": three})
+        # Held: 5 of partition 0, none of 1: two entries of 1 (3, then 6 held), then 0.
+        got = await read(keys=[meta, *queues], args=["w", "c", 3, "e", 5, 0])
+        assert got[0::3] == [2, 2, 1]
+    finally:
+        await client.aclose()
+
+
 async def test_a_partition_is_released_only_once_nothing_of_it_is_pending(
     redis_server: RedisServer,
 ) -> None:
