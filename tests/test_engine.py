@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from surefetch import Client, ClientStateError, Item, Limits, Record, RetryPolicy, Timeouts, run
+from surefetch import (
+    Client,
+    ClientStateError,
+    Item,
+    Limits,
+    Politeness,
+    Record,
+    RetryPolicy,
+    Timeouts,
+    run,
+)
 from surefetch.engine import Stats
+from surefetch.polite import HostRule
 from surefetch.record import decode, encode
 from surefetch.sources import ItemBatches
 
@@ -70,6 +81,104 @@ async def test_single_host_input_stays_within_per_host(slow_server: Server) -> N
         records = await collect(client, urls)
     assert len(records) == 80
     assert slow_server.tracker.total_peak == 5
+
+
+class _Counted:
+    """An input that counts how much of it the run has read."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self.urls = urls
+        self.read = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for url in self.urls:
+            self.read += 1
+            yield url
+
+
+@pytest.mark.parametrize("wait", ["paced", "slow"])
+async def test_a_host_that_waits_does_not_hold_up_the_hosts_after_it(
+    slow_server: Server, wait: str
+) -> None:
+    """Sorted by host: 1,500 URLs of a host that must wait (5 requests/s; or one at a
+    time, 50 ms each), more than the backlog (1,024), then 200 of another host. The
+    feeder reads past the first host's URLs while requests could start and none of
+    them may, so the second host's are all done within seconds (they used to wait
+    until the first host had worked its backlog down: 2.5 minutes paced, 40 s slow)."""
+    first, second = HOSTS[1], HOSTS[0]
+    rule = HostRule(first, rate=5.0) if wait == "paced" else HostRule(first, per_host=1)
+    urls = [slow_server.url(f"/p/a{i}", first) for i in range(1500)]
+    urls += [slow_server.url(f"/p/b{i}", second) for i in range(200)]
+    started = time.monotonic()
+    second_done = 0
+    async with Client(limits=Limits(concurrency=16, per_host=8)) as client:
+        async with asyncio.timeout(30):
+            async for record in client.fetch_many(urls, politeness=Politeness(rules=(rule,))):
+                assert record.ok, record
+                second_done += "/p/b" in record.url
+                if second_done == 200:
+                    break
+    took = time.monotonic() - started
+    first_sent = sum(n for path, n in slow_server.tracker.hits.items() if path.startswith("/p/a"))
+    print(f"{wait}: the second host's 200 URLs done after {took:.2f} s; first host {first_sent}")
+    assert took < 6, took
+    assert first_sent < (40 if wait == "paced" else 150), first_sent
+
+
+async def test_reading_ahead_past_a_waiting_host_stops_at_16_backlogs(server: Server) -> None:
+    """A host paced at 2 requests/s with 5,000 URLs, backlog 16: the feeder reads ahead
+    (its requests are idle) but never holds more than 16 x 16 URLs waiting."""
+    urls = _Counted([server.url(f"/p/{i}") for i in range(5000)])
+    stop = asyncio.Event()
+    got: list[Record] = []
+
+    async def emit(record: Record) -> None:
+        got.append(record)
+
+    async with (
+        Client(limits=Limits(concurrency=8, per_host=8)) as client,
+        asyncio.TaskGroup() as tg,
+    ):
+        tg.create_task(_set_after(stop, 1.5))
+        stats = await run(
+            client, urls, emit, stop=stop, max_backlog=16, politeness=Politeness(rate=2.0)
+        )
+    assert 1 <= len(got) <= 5 and all(r.ok for r in got)
+    # Taken from the input: the cap's worth waiting, and those sent (in lists of 256).
+    assert 16 * 16 <= stats.read <= 16 * 16 + 8, stats.read
+    assert urls.read <= stats.read + 256
+    assert stats.abandoned == stats.read - len(got)
+
+
+async def test_no_reading_ahead_while_every_request_is_busy(slow_server: Server) -> None:
+    """One host, 50 ms an answer, as many per host as in all (no adaptive ramp): every
+    request stays busy, so the feeder keeps to its backlog of 16 (in lists of 256)."""
+    urls = _Counted([slow_server.url(f"/p/{i}") for i in range(5000)])
+    most_ahead = 0
+
+    async def emit(record: Record) -> None:
+        nonlocal most_ahead
+        most_ahead = max(most_ahead, urls.read - len(done))
+        done.append(record)
+
+    done: list[Record] = []
+    stop = asyncio.Event()
+    async with (
+        Client(limits=Limits(concurrency=8, per_host=8)) as client,
+        asyncio.TaskGroup() as tg,
+    ):
+        tg.create_task(_set_after(stop, 1.0))
+        await run(
+            client, urls, emit, stop=stop, max_backlog=16, politeness=Politeness(adaptive=False)
+        )
+    assert len(done) > 50
+    # Waiting (16) and in flight (8), with a list of 256 read at once.
+    assert most_ahead <= 16 + 8 + 256, most_ahead
+
+
+async def _set_after(event: asyncio.Event, seconds: float) -> None:
+    await asyncio.sleep(seconds)
+    event.set()
 
 
 async def test_invalid_urls_get_records_without_sending(server: Server) -> None:

@@ -174,10 +174,12 @@ async def test_a_host_is_shared_until_it_pushes_back_then_owned(tmp_path: Path) 
 
 class TwoHosts:
     """One server on the loopback addresses, and two of its hosts owned by different
-    workers of --workers 2 (by hash): /slow/N on ``slow`` answers nothing until
-    ``release`` is set; /fast/N on ``fast`` answers at once (its hits counted)."""
+    workers of --workers 2 (by hash), or by the same one (``same_owner``): /slow/N on
+    ``slow`` answers nothing until ``release`` is set; /fast/N on ``fast`` answers at
+    once (its hits counted)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, same_owner: bool = False) -> None:
+        self.same_owner = same_owner
         self.release = asyncio.Event()
         self.fast_hits: list[str] = []
         self.runner: web.AppRunner | None = None
@@ -199,11 +201,18 @@ class TwoHosts:
         return app
 
     async def __aenter__(self) -> TwoHosts:
-        for _ in range(8):  # until two of the hosts have different owners
+        for _ in range(8):  # until two of the hosts have different owners (or one)
             self.runner, self.port = await start_app(self.app(), HOSTS)
-            by_owner = {fingerprint(f"{h}:{self.port}") % 2: h for h in HOSTS}
+            by_owner: dict[int, list[str]] = {}
+            for h in HOSTS:
+                by_owner.setdefault(fingerprint(f"{h}:{self.port}") % 2, []).append(h)
+            if self.same_owner:  # three hosts, two owners: one has two of them
+                self.slow, self.fast = next(hosts for hosts in by_owner.values() if len(hosts) > 1)[
+                    :2
+                ]
+                return self
             if len(by_owner) == 2:
-                self.slow, self.fast = by_owner[0], by_owner[1]
+                self.slow, self.fast = by_owner[0][0], by_owner[1][0]
                 return self
             await self.runner.cleanup()
         pytest.fail("no two hosts with different owners in 8 ports")
@@ -249,6 +258,30 @@ async def test_a_host_that_waits_does_not_stop_the_others(tmp_path: Path) -> Non
     assert all(r["ok"] for r in recs)
 
 
+async def test_a_host_that_waits_does_not_stop_the_others_of_its_worker(tmp_path: Path) -> None:
+    """As above, but the second host has the same owner: the worker holds its credit's
+    worth of the first host's URLs, its other requests idle, and says so (Hungry); the
+    main process then sends it more than its credit, so the second host's URLs reach
+    it past the first's and are all fetched while the first host still holds its
+    request (before, they waited aside behind the first host's URLs: the run hung
+    until the first host answered)."""
+    async with TwoHosts(same_owner=True) as site:
+        urls = site.urls(1500, 200)
+        src = write_lines(tmp_path / "in.txt", urls)
+        out = tmp_path / "out.jsonl"
+        proc = await spawn(
+            "fetch", str(src), "-o", str(out), "--workers", "2", "--per-host", "1",
+            "--timeout", "60",
+        )  # fmt: skip
+        await site.wait_fast(200)
+        site.release.set()
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+    recs = records(out)
+    assert sorted(r["url"] for r in recs) == sorted(urls)
+    assert all(r["ok"] for r in recs)
+
+
 async def test_a_stop_with_urls_kept_aside_loses_none(tmp_path: Path) -> None:
     """Ctrl-C while URLs wait aside for a full worker (the slow host answers its one
     request in flight just after): the run stops (130) with the records it has and
@@ -277,6 +310,30 @@ async def test_a_stop_with_urls_kept_aside_loses_none(tmp_path: Path) -> None:
     recs = records(out)
     assert sorted(r["url"] for r in recs) == sorted(urls)  # one each: none fetched twice
     assert all(r["ok"] for r in recs)
+
+
+async def test_a_stop_after_all_the_input_went_to_the_workers_reaches_them(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C once every URL has gone to a worker (50, within its credit; the main
+    process has told the workers the input ended): the workers still hear the stop,
+    start nothing new, and the run ends 130 with the one record in flight (until
+    2026-12-03 they fetched all they held first, here forever)."""
+    async with TwoHosts() as site:
+        urls = site.urls(50, 0)
+        src = write_lines(tmp_path / "in.txt", urls)
+        out = tmp_path / "out.jsonl"
+        summary = tmp_path / "summary.json"
+        args = ["fetch", str(src), "-o", str(out), "--workers", "2", "--per-host", "1"]
+        proc = await spawn(*args, "--summary-json", str(summary))
+        await asyncio.sleep(1.5)  # the workers are there, the URLs sent, one in flight
+        proc.send_signal(signal.SIGINT)
+        await asyncio.sleep(0.3)
+        site.release.set()
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 130, err.decode()
+    assert len(records(out)) == 1
+    assert json.loads(summary.read_text())["input"]["not_fetched"] == 49
 
 
 @pytest.mark.parametrize(

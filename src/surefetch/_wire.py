@@ -147,6 +147,12 @@ class Throttles(msgspec.Struct, tag=True):
     hosts: list[HostThrottle]
 
 
+class Hungry(msgspec.Struct, tag=True):
+    """The worker's requests are idle while every URL it holds waits for its host (a
+    slow or paced host with its credit's worth): it may be sent more than its credit,
+    so that URLs of other hosts reach it."""
+
+
 class Done(msgspec.Struct, tag=True):
     """The worker's last message: how many URLs it was given but did not fetch."""
 
@@ -154,7 +160,7 @@ class Done(msgspec.Struct, tag=True):
 
 
 ToWorker = Config | Batch | Own | Seen | Stop | End
-ToMain = Records | Throttled | Handback | Throttles | Done
+ToMain = Records | Throttled | Handback | Throttles | Hungry | Done
 
 _encoder = msgspec.msgpack.Encoder()
 to_worker = msgspec.msgpack.Decoder(ToWorker)

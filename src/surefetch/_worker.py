@@ -24,6 +24,7 @@ from ._wire import (
     End,
     Handback,
     HostThrottle,
+    Hungry,
     Own,
     Records,
     Seen,
@@ -38,7 +39,7 @@ from ._wire import (
 )
 from .bodies import BodyStore
 from .client import Client, connection_options
-from .engine import run
+from .engine import Stats, run
 from .policy import Limits, RetryPolicy, Timeouts
 from .polite import Scheduler
 from .record import Record
@@ -164,6 +165,13 @@ async def _main(config: Config, reader: asyncio.StreamReader, writer: asyncio.St
         if len(out) >= _BATCH:
             await send()
 
+    def ask_for_more() -> None:
+        """Starved with nothing more to read: every URL held waits for its host (see
+        :class:`Hungry`); once a linger at most, so that main's extra credit grows in
+        steps."""
+        if stats.starved and not waiting:
+            writer.write(frame(Hungry()))
+
     async def linger() -> None:
         loop = asyncio.get_running_loop()
         due = loop.time() + _THROTTLES_EVERY
@@ -172,12 +180,14 @@ async def _main(config: Config, reader: asyncio.StreamReader, writer: asyncio.St
             if loop.time() >= due:
                 due = loop.time() + _THROTTLES_EVERY
                 send_throttles()
+            ask_for_more()
             await send()
 
+    stats = Stats()
     async with client, asyncio.TaskGroup() as tg:
         listener = tg.create_task(control())
         ticker = tg.create_task(linger())
-        stats = await run(
+        await run(
             client,
             ItemBatches(source()),
             emit,
@@ -188,6 +198,7 @@ async def _main(config: Config, reader: asyncio.StreamReader, writer: asyncio.St
             politeness=policy,
             robots=config.robots,
             scheduler=sched,
+            stats=stats,
         )
         ticker.cancel()
         send_throttles()

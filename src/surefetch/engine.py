@@ -32,7 +32,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.robotparser import RobotFileParser
 
 from yarl import URL
@@ -84,6 +84,10 @@ class Stats:
     #: Hosts that pushed back (429/503), by ``name:port``: the rate each is paced at
     #: now and its 429 and 503 answers (kept up to date while the run goes).
     throttled: dict[str, Throttle] = field(default_factory=dict)
+    #: Requests could start but every URL waiting is of a host that must wait (at its
+    #: limit, paced, paused, down): the engine then reads past its backlog, and a
+    #: worker of ``--workers N`` asks for more (set at each turn of the dispatcher).
+    starved: bool = False
 
     @property
     def records(self) -> int:
@@ -230,8 +234,7 @@ async def run(
     URLs read before it are fetched and emitted, then it is raised as it is.
     """
     limits = client.limits
-    backlog_cap = max_backlog or backlog_for(limits.concurrency)
-    held_cap = 64 * backlog_cap
+    backlog = _Backlog(max_backlog or backlog_for(limits.concurrency))
     stats = stats if stats is not None else Stats()
     if dedupe and seen is None:
         seen = UrlIndex()
@@ -255,10 +258,7 @@ async def run(
     # sending, and every free worker gets work in one turn of the dispatcher.
     ready: asyncio.Queue[tuple[_Host[tuple[Item, URL]], Item, URL] | None] = asyncio.Queue()
     idle = limits.concurrency
-    room = asyncio.Event()
-    # Once the backlog is full, the feeder sleeps until a quarter of it has gone and
-    # then refills it in one go: one wake-up per many URLs, not one per URL.
-    low_water = backlog_cap - max(1, backlog_cap // 4)
+    room = backlog.room
     feeding = True
     user_agent = client.headers.get("User-Agent", "*")
 
@@ -323,7 +323,7 @@ async def run(
             taken = None if stopping.is_set() else sched.take()
             if taken is not None:
                 host, (item, target) = taken
-                if sched.queued - sched.held <= low_water:
+                if sched.queued - sched.held <= backlog.low_water:
                     room.set()
                 job = (host, item, target)
                 if idle:
@@ -379,17 +379,9 @@ async def run(
                         await refuse(item, _disallowed(target))
                         continue
                 sched.add(key, name, (item, target))
-                # Work held for hosts that are down does not count against the backlog,
-                # so that a dead host cannot starve the others; a second, larger cap
-                # keeps memory bounded all the same. (Both tests need queued >= cap.)
-                queued = sched.queued
-                if queued >= backlog_cap and (
-                    queued - sched.held >= backlog_cap or queued >= held_cap
-                ):
+                if backlog.full(sched):
                     wake.set()
-                    while sched.queued - sched.held > low_water or sched.queued >= held_cap:
-                        room.clear()
-                        await room.wait()
+                    await backlog.wait(sched, stats)
             wake.set()
         feeding = False
         wake.set()
@@ -402,6 +394,7 @@ async def run(
                 idle -= 1
                 ready.put_nowait((host, item, target))
                 room.set()
+            stats.starved = bool(idle) and sched.queued > 0
             while given_up:
                 name, (item, _target) = given_up.pop()
                 await refuse(item, _host_down(name, sched.policy))
@@ -437,6 +430,67 @@ async def run(
     if bad_input:
         raise bad_input[0]
     return stats
+
+
+#: How many backlogs' worth of URLs the feeder reads ahead at most, past a host that
+#: must wait (see ``_Backlog``): 16,384 URLs, about 13 MB, with the default backlog.
+READ_AHEAD = 16
+
+
+class _Backlog:
+    """How far the feeder reads the input ahead of the requests.
+
+    It stops once ``cap`` URLs wait in the scheduler, and goes on once they are down to
+    ``low_water`` (then refills in one go: one wake-up per many URLs, not one per URL).
+    URLs that cannot go for a while do not hold it up, so that a host that waits cannot
+    starve the others behind it in the input:
+
+    - those of hosts whose circuit is open (:attr:`Scheduler.held`: a dead host);
+    - while requests could start but every URL waiting is of a host that must wait
+      (at its limit, paced, paused: a slow or paced host with more URLs than the
+      backlog, in an input sorted by host), a quarter of the backlog more at a time,
+      to find the URLs of other hosts.
+
+    At most ``READ_AHEAD`` x ``cap`` URLs wait for hosts that are not down, and 64 x
+    ``cap`` in all, so memory stays bounded.
+    """
+
+    __slots__ = ("ahead", "ahead_cap", "cap", "held_cap", "low_water", "room")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.ahead_cap = READ_AHEAD * cap
+        self.held_cap = 64 * cap
+        self.low_water = cap - max(1, cap // 4)
+        #: Set when the backlog may have room (a request taken, a dispatcher's turn).
+        self.room = asyncio.Event()
+        #: URLs the feeder may still read past a full backlog (see :meth:`wait`).
+        self.ahead = 0
+
+    def full(self, sched: Scheduler[Any]) -> bool:
+        """Whether the feeder is to wait (:meth:`wait`) before reading on."""
+        queued = sched.queued
+        if queued < self.cap:
+            return False
+        if queued >= self.held_cap:
+            return True
+        waiting = queued - sched.held
+        if self.ahead and waiting < self.ahead_cap:
+            self.ahead -= 1
+            return False
+        return waiting >= self.cap
+
+    async def wait(self, sched: Scheduler[Any], stats: Stats) -> None:
+        """Until the backlog has room, or until a turn of the dispatcher leaves the run
+        starved (:attr:`Stats.starved`): then the feeder may read a quarter of the
+        backlog more."""
+        while sched.queued >= self.held_cap or sched.queued - sched.held > self.low_water:
+            self.room.clear()
+            await self.room.wait()  # the dispatcher sets it at the end of each turn
+            queued = sched.queued
+            if stats.starved and queued < self.held_cap and queued - sched.held < self.ahead_cap:
+                self.ahead = max(1, self.cap // 4)
+                return
 
 
 async def _on_stop(stopping: asyncio.Event, wake: asyncio.Event) -> None:

@@ -37,6 +37,7 @@ import contextlib
 from collections import deque
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import asdict, replace
+from typing import Any
 
 from . import logs
 from ._index import UrlIndex, fingerprint
@@ -47,6 +48,7 @@ from ._wire import (
     Done,
     End,
     Handback,
+    Hungry,
     Own,
     Records,
     Seen,
@@ -60,7 +62,7 @@ from ._wire import (
     wire_item,
 )
 from .client import Client
-from .engine import Emit, Stats, admitted, backlog_for
+from .engine import READ_AHEAD, Emit, Stats, admitted, backlog_for
 from .errors import SurefetchError
 from .polite import Politeness, Throttle
 from .sources import InputError, Item, ItemBatches
@@ -173,6 +175,10 @@ async def run_parallel(
     credit = backlog_for(per_worker)
     slack = max(_BATCH, per_worker // 2)
     outstanding = [0] * workers
+    # Credit beyond ``credit`` for a worker that said it is starved (:class:`Hungry`):
+    # a quarter credit more each time, up to what one engine reads ahead past hosts
+    # that wait (``READ_AHEAD`` credits); none once it holds less than its credit again.
+    extra = [0] * workers
     aside = _Aside(workers, _ASIDE * credit)
     batches_out: list[list[WireItem]] = [[] for _ in range(workers)]
     room = asyncio.Event()
@@ -221,7 +227,7 @@ async def run_parallel(
                         if k < 0:
                             k = _nearest(owner(host), outstanding, slack)
                     stats.in_flight += 1
-                    if outstanding[k] >= credit or aside.holds(k):
+                    if outstanding[k] >= credit + extra[k] or aside.holds(k):
                         aside.add(k, wire_item(item))
                         while aside.full():
                             room.clear()
@@ -234,7 +240,7 @@ async def run_parallel(
 
         async def refill(k: int) -> None:
             """Worker ``k`` sent records back: what waits aside for it goes, up to its credit."""
-            moved = aside.take(k, credit - outstanding[k])
+            moved = aside.take(k, credit + extra[k] - outstanding[k])
             if moved:
                 outstanding[k] += len(moved)
                 batches_out[k].extend(moved)
@@ -300,6 +306,12 @@ async def run_parallel(
                         await emit(record)
                     outstanding[k] -= len(message.records)
                     stats.in_flight -= len(message.records)
+                    if outstanding[k] < credit:
+                        extra[k] = 0
+                    await refill(k)
+                    room.set()
+                elif isinstance(message, Hungry):
+                    extra[k] = min(extra[k] + max(1, credit // 4), (READ_AHEAD - 1) * credit)
                     await refill(k)
                     room.set()
                 elif isinstance(message, Throttled):
@@ -356,6 +368,16 @@ async def run_parallel(
                     outstanding[k] -= len(batches_out[k])
                     batches_out[k] = []
                 await tell(k, frame(End() if finishing else Stop()), exiting_ok=True)
+            if finishing:
+                # The workers finish what they hold; a stop asked for meanwhile still
+                # reaches them (they then start nothing new).
+                waiting: set[asyncio.Task[Any]] = {halt, *collectors}
+                while not halt.done() and not all(c.done() for c in collectors):
+                    _, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if halt.done():
+                    for k in range(workers):
+                        if not collectors[k].done():
+                            await tell(k, frame(Stop()), exiting_ok=True)
             halt.cancel()
             await asyncio.wait(collectors)
         clean = True
