@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -85,8 +86,9 @@ class Stats:
     #: now and its 429 and 503 answers (kept up to date while the run goes).
     throttled: dict[str, Throttle] = field(default_factory=dict)
     #: Requests could start but every URL waiting is of a host that must wait (at its
-    #: limit, paced, paused, down): the engine then reads past its backlog, and a
-    #: worker of ``--workers N`` asks for more (set at each turn of the dispatcher).
+    #: limit, paced, paused, down), for half a second at least: the engine then reads
+    #: past its backlog, and a worker of ``--workers N`` asks for more (set at each
+    #: turn of the dispatcher).
     starved: bool = False
 
     @property
@@ -394,7 +396,7 @@ async def run(
                 idle -= 1
                 ready.put_nowait((host, item, target))
                 room.set()
-            stats.starved = bool(idle) and sched.queued > 0
+            starving = backlog.note_turn(stats, idle, sched.queued)
             while given_up:
                 name, (item, _target) = given_up.pop()
                 await refuse(item, _host_down(name, sched.policy))
@@ -406,6 +408,8 @@ async def run(
                 return
             wake.clear()
             timeout = sched.wake_in()
+            if starving is not None:  # a turn then, to see if the run is starved
+                timeout = starving if timeout is None else min(timeout, starving)
             if timeout is None:
                 await wake.wait()
             else:
@@ -435,6 +439,9 @@ async def run(
 #: How many backlogs' worth of URLs the feeder reads ahead at most, past a host that
 #: must wait (see ``_Backlog``): 16,384 URLs, about 13 MB, with the default backlog.
 READ_AHEAD = 16
+#: Seconds for which requests must have been free with every waiting URL unable to go
+#: before the run counts as starved: not the first moments of a host's adaptive ramp.
+_STARVED_AFTER = 0.5
 
 
 class _Backlog:
@@ -455,7 +462,7 @@ class _Backlog:
     ``cap`` in all, so memory stays bounded.
     """
 
-    __slots__ = ("ahead", "ahead_cap", "cap", "held_cap", "low_water", "room")
+    __slots__ = ("ahead", "ahead_cap", "cap", "held_cap", "low_water", "room", "starving_since")
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
@@ -466,6 +473,24 @@ class _Backlog:
         self.room = asyncio.Event()
         #: URLs the feeder may still read past a full backlog (see :meth:`wait`).
         self.ahead = 0
+        #: When the dispatcher's turns began to leave requests free with URLs waiting.
+        self.starving_since: float | None = None
+
+    def note_turn(self, stats: Stats, idle: int, queued: int) -> float | None:
+        """After a turn of the dispatcher that left ``idle`` requests free and
+        ``queued`` URLs waiting: :attr:`Stats.starved` once that has lasted
+        ``_STARVED_AFTER`` s. Returns the seconds until it would (None: not starving,
+        or starved already)."""
+        if not (idle and queued):
+            self.starving_since = None
+            stats.starved = False
+            return None
+        now = time.monotonic()
+        if self.starving_since is None:
+            self.starving_since = now
+        left = self.starving_since + _STARVED_AFTER - now
+        stats.starved = left <= 0
+        return left if left > 0 else None
 
     def full(self, sched: Scheduler[Any]) -> bool:
         """Whether the feeder is to wait (:meth:`wait`) before reading on."""
