@@ -234,14 +234,18 @@ class TwoHosts:
             await asyncio.sleep(0.05)
 
 
-async def test_a_host_that_waits_does_not_stop_the_others(tmp_path: Path) -> None:
+@pytest.mark.parametrize("same_owner", [False, True])
+async def test_a_host_that_waits_does_not_stop_the_others(tmp_path: Path, same_owner: bool) -> None:
     """--workers 2, --per-host 1 (each host owned by one worker): 1,500 URLs of a host
-    that answers nothing yet, more than its worker may hold (1,024), then 200 of a host
-    the other worker owns. Those 200 are all fetched while the first host still holds
-    its one request: the main process keeps the first host's extra URLs aside and goes
-    on reading the input (until 2026-12-03 it stopped once a worker held 256, and this
-    run hung until the first host answered)."""
-    async with TwoHosts() as site:
+    that answers nothing yet, more than its worker may hold (1,024), then 200 of
+    another host. Those 200 are all fetched while the first host still holds its one
+    request. If the other worker owns them, the main process keeps the first host's
+    extra URLs aside and goes on reading the input (until 2026-12-03 it stopped once a
+    worker held 256, and this run hung until the first host answered). If the same
+    worker owns both (``same_owner``), that worker, its other requests idle, says so
+    (Hungry) and the main process sends it more than its credit, so the second host's
+    URLs reach it past the first's (before, they waited aside behind them: a hang)."""
+    async with TwoHosts(same_owner=same_owner) as site:
         urls = site.urls(1500, 200)
         src = write_lines(tmp_path / "in.txt", urls)
         out = tmp_path / "out.jsonl"
@@ -258,28 +262,14 @@ async def test_a_host_that_waits_does_not_stop_the_others(tmp_path: Path) -> Non
     assert all(r["ok"] for r in recs)
 
 
-async def test_a_host_that_waits_does_not_stop_the_others_of_its_worker(tmp_path: Path) -> None:
-    """As above, but the second host has the same owner: the worker holds its credit's
-    worth of the first host's URLs, its other requests idle, and says so (Hungry); the
-    main process then sends it more than its credit, so the second host's URLs reach
-    it past the first's and are all fetched while the first host still holds its
-    request (before, they waited aside behind the first host's URLs: the run hung
-    until the first host answered)."""
-    async with TwoHosts(same_owner=True) as site:
-        urls = site.urls(1500, 200)
-        src = write_lines(tmp_path / "in.txt", urls)
-        out = tmp_path / "out.jsonl"
-        proc = await spawn(
-            "fetch", str(src), "-o", str(out), "--workers", "2", "--per-host", "1",
-            "--timeout", "60",
-        )  # fmt: skip
-        await site.wait_fast(200)
-        site.release.set()
-        _, err = await asyncio.wait_for(proc.communicate(), 60)
-        assert proc.returncode == 0, err.decode()
-    recs = records(out)
-    assert sorted(r["url"] for r in recs) == sorted(urls)
-    assert all(r["ok"] for r in recs)
+async def _interrupt(proc: asyncio.subprocess.Process, site: TwoHosts) -> None:
+    """Ctrl-C, then the slow host answers its request in flight (no other may start
+    now); the run ends 130."""
+    proc.send_signal(signal.SIGINT)
+    await asyncio.sleep(0.3)
+    site.release.set()
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 130, err.decode()
 
 
 async def test_a_stop_with_urls_kept_aside_loses_none(tmp_path: Path) -> None:
@@ -296,11 +286,7 @@ async def test_a_stop_with_urls_kept_aside_loses_none(tmp_path: Path) -> None:
         args += ["--summary-json", str(summary)]
         proc = await spawn(*args)
         await site.wait_fast(200)
-        proc.send_signal(signal.SIGINT)
-        await asyncio.sleep(0.3)
-        site.release.set()  # the request in flight ends; no other may start
-        _, err = await asyncio.wait_for(proc.communicate(), 30)
-        assert proc.returncode == 130, err.decode()
+        await _interrupt(proc, site)
         first = records(out)
         slow = [r for r in first if "/slow/" in r["url"]]
         assert len(first) - len(slow) == 200 and 1 <= len(slow) <= 2, len(slow)
@@ -327,11 +313,7 @@ async def test_a_stop_after_all_the_input_went_to_the_workers_reaches_them(
         args = ["fetch", str(src), "-o", str(out), "--workers", "2", "--per-host", "1"]
         proc = await spawn(*args, "--summary-json", str(summary))
         await asyncio.sleep(1.5)  # the workers are there, the URLs sent, one in flight
-        proc.send_signal(signal.SIGINT)
-        await asyncio.sleep(0.3)
-        site.release.set()
-        _, err = await asyncio.wait_for(proc.communicate(), 30)
-        assert proc.returncode == 130, err.decode()
+        await _interrupt(proc, site)
     assert len(records(out)) == 1
     assert json.loads(summary.read_text())["input"]["not_fetched"] == 49
 
